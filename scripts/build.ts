@@ -1,0 +1,22 @@
+// Bundle the CLI into dist/: commander and zod are inlined (wal-push starts once per segment, and
+// loading them as hundreds of small modules costs tens of milliseconds); native addons and cloud
+// SDKs stay external and are imported lazily by the code that needs them.
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+
+rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
+await build({
+  entryPoints: { cli: 'src/cli/entry.ts' },
+  outdir: 'dist',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22',
+  chunkNames: 'chunks/[name]-[hash]',
+  external: ['zstd-napi', 'lz4-napi', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@google-cloud/*', '@azure/*', 'prom-client', 'cli-progress', 'tar-stream', '@scure/base'],
+  banner: { js: "import { createRequire as __walshipRequire } from 'node:module'; const require = __walshipRequire(import.meta.url);" },
+  sourcemap: 'linked',
+  legalComments: 'none',
+  logLevel: 'warning',
+});

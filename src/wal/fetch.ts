@@ -1,0 +1,58 @@
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { writeAll } from '../fsutil.ts';
+import { decodeObject, type Encryption } from '../codec/codec.ts';
+import { integrityError, usageError } from '../errors.ts';
+import { lsnOfSegment, parseWalFileName, segmentNumber, formatLsn } from '../pg/wal-names.ts';
+import { longHeaderSize, parseSegmentHeader } from '../pg/wal-page.ts';
+import { keys } from '../repository.ts';
+import type { Storage } from '../storage/storage.ts';
+
+export interface WalFetchContext {
+  storage: Storage;
+  encryption?: Encryption | undefined;
+}
+
+/**
+ * Restore one WAL file for PostgreSQL's restore_command. Rejects with ObjectNotFoundError after a
+ * single request when the archive lacks it; `dest` appears only complete (temp file + rename).
+ */
+export async function fetchWalFile(name: string, dest: string, ctx: WalFetchContext): Promise<number> {
+  const wal = parseWalFileName(name);
+  if (!wal) throw usageError(`'${name}' is not a WAL file name`);
+  const key = keys.wal(name);
+  const object = await ctx.storage.get(key);
+  const temp = join(dirname(dest), `.${basename(dest)}.walship-${process.pid}`);
+  try {
+    const out = await open(temp, 'wx+', 0o600).catch((err: NodeJS.ErrnoException) => {
+      throw usageError(`cannot write ${temp}: ${err.code === 'ENOENT' ? 'no such directory' : err.code === 'EACCES' ? 'permission denied' : err.message}`);
+    });
+    let size = 0;
+    try {
+      size = await writeAll(out, decodeObject(object, ctx.encryption, `${ctx.storage.location}/${key}`));
+      if (wal.kind === 'segment' || wal.kind === 'partial') await checkFetchedSegment(out, name, wal.segmentId!, size);
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await rename(temp, dest);
+    return size;
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}
+
+/** Never hand PostgreSQL a segment whose content is not the one its name promises. */
+async function checkFetchedSegment(handle: import('node:fs/promises').FileHandle, name: string, segmentId: string, size: number) {
+  const head = Buffer.alloc(longHeaderSize);
+  await handle.read(head, 0, longHeaderSize, 0);
+  const header = parseSegmentHeader(head);
+  if (!header || header.segmentSize !== size) {
+    throw integrityError(`archived ${name}: decoded to ${size} bytes without a matching WAL segment header`);
+  }
+  const expected = lsnOfSegment(segmentNumber(segmentId, size), size);
+  if (header.pageAddress !== expected) {
+    throw integrityError(`archived ${name}: holds the segment for LSN ${formatLsn(header.pageAddress)}, not ${formatLsn(expected)}`);
+  }
+}

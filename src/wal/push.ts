@@ -1,0 +1,95 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { encodeObject, type EncodeOptions, type Encryption } from '../codec/codec.ts';
+import { integrityError, refusedError, usageError } from '../errors.ts';
+import { log } from '../log.ts';
+import { isValidSegmentSize, lsnOfSegment, parseWalFileName, segmentNumber, formatLsn, type WalFileName } from '../pg/wal-names.ts';
+import { longHeaderSize, parseSegmentHeader, type WalSegmentHeader } from '../pg/wal-page.ts';
+import { claimRepository, keys } from '../repository.ts';
+import { isExists, type Storage } from '../storage/storage.ts';
+import { digestOfObject } from './digest.ts';
+
+export interface WalPushContext {
+  storage: Storage;
+  encode: EncodeOptions;
+  encryption?: Encryption | undefined;
+}
+
+export type WalPushResult = 'stored' | 'already-archived';
+
+/**
+ * Archive one WAL file as PostgreSQL's archive_command: resolves only once the object is durable.
+ * An object already stored under the name is accepted only if its payload is byte-identical.
+ */
+export async function pushWalFile(path: string, ctx: WalPushContext): Promise<WalPushResult> {
+  const wal = parseWalFileName(basename(path));
+  if (!wal) throw usageError(`${path}: not a WAL file name (expected a segment, .partial, .backup or .history file)`);
+  const handle = await openWalFile(path);
+  try {
+    const { size } = await handle.stat();
+    if (size === 0) throw usageError(`${path}: empty file; PostgreSQL never archives an empty WAL file`);
+    const header = wal.kind === 'segment' || wal.kind === 'partial' ? await checkSegment(path, handle, wal, size) : undefined;
+    if (header) await claimRepository(ctx.storage, { systemIdentifier: header.systemIdentifier, pgMajor: header.pgMajor });
+
+    const hash = createHash('sha256');
+    const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 });
+    source.on('data', (chunk) => hash.update(chunk));
+    const key = keys.wal(wal.name);
+    try {
+      await ctx.storage.put(key, await encodeObject(source, ctx.encode), { ifAbsent: true, size });
+      log.debug('archived', { file: wal.name, bytes: size });
+      return 'stored';
+    } catch (err) {
+      if (!isExists(err)) throw err;
+      const local = hash.digest('hex');
+      const stored = await digestOfObject(ctx.storage, key, ctx.encryption);
+      if (stored === local) {
+        log.info('already archived with identical content', { file: wal.name });
+        return 'already-archived';
+      }
+      throw refusedError(
+        `${wal.name} is already archived in ${ctx.storage.location} with different content (stored sha256 ${stored}, local sha256 ${local}); refusing to overwrite`,
+      );
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+async function openWalFile(path: string): Promise<FileHandle> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw usageError(`${path}: cannot read WAL file: ${reason}`);
+  }
+  const info = await handle.stat();
+  if (!info.isFile()) {
+    await handle.close();
+    throw usageError(`${path}: not a regular file`);
+  }
+  return handle;
+}
+
+/** A segment's first page must describe this very segment: right size, right address. */
+async function checkSegment(path: string, handle: FileHandle, wal: WalFileName, size: number): Promise<WalSegmentHeader> {
+  const head = Buffer.alloc(longHeaderSize);
+  await handle.read(head, 0, longHeaderSize, 0);
+  const header = parseSegmentHeader(head);
+  if (!header || !isValidSegmentSize(header.segmentSize)) {
+    throw integrityError(`${path}: no valid WAL page header at the start of the segment`);
+  }
+  if (header.segmentSize !== size) {
+    throw integrityError(`${path}: file is ${size} bytes but its header says wal_segment_size is ${header.segmentSize}`);
+  }
+  const expected = lsnOfSegment(segmentNumber(wal.segmentId!, size), size);
+  if (header.pageAddress !== expected) {
+    throw integrityError(`${path}: first page is for LSN ${formatLsn(header.pageAddress)}, not ${formatLsn(expected)} as its name says`);
+  }
+  return header;
+}
+
