@@ -55,7 +55,9 @@ export function action<A extends unknown[]>(
           if (!storage) {
             const { parseStorageUrl } = await import('../config/storage-url.ts');
             const { openStorage } = await import('../storage/open.ts');
-            storage = await openStorage(parseStorageUrl(requireStorage(config)), { timeoutSeconds: config.storageTimeout });
+            storage = await openStorage(parseStorageUrl(requireStorage(config), 'setting storage (WALSHIP_STORAGE)'), {
+              timeoutSeconds: config.storageTimeout,
+            });
           }
           return storage;
         },

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import type * as z from 'zod/mini';
 import { usageError } from '../errors.ts';
 import { configEnv, defaultConfigPath, settings, type Config, type SettingKey } from './settings.ts';
 
@@ -44,11 +44,13 @@ export function loadConfig(options: LoadOptions = {}): Config & { configPath?: s
 
   const config: Record<string, unknown> = {};
   for (const key of keys) {
-    const result = (settings[key].schema as z.ZodType).safeParse(raw[key]);
+    const result = (settings[key].schema as z.ZodMiniType).safeParse(raw[key]);
     if (!result.success) {
       const where = origin[key] ?? `${key} (${settings[key].env})`;
       const issue = result.error.issues[0];
-      throw usageError(`setting ${where}: ${issue ? describeIssue(issue, raw[key]) : 'invalid value'}`);
+      // Never echo a password back, even a malformed one.
+      const shown = key === 'pgpassword' ? undefined : raw[key];
+      throw usageError(`setting ${where}: ${issue ? describeIssue(issue, shown) : 'invalid value'}`);
     }
     config[key] = result.data;
   }
@@ -80,11 +82,21 @@ function readConfigFile(path: string, required: boolean): Record<string, unknown
 }
 
 function describeIssue(issue: z.core.$ZodIssue, value: unknown): string {
-  const shown = typeof value === 'string' ? `'${value}'` : JSON.stringify(value);
-  if (issue.code === 'invalid_value' && 'values' in issue) {
-    return `expected one of ${(issue.values as unknown[]).join(', ')}, got ${shown}`;
+  const got = value === undefined ? '' : `, got ${typeof value === 'string' ? `'${value}'` : JSON.stringify(value)}`;
+  switch (issue.code) {
+    case 'invalid_value':
+      return `expected one of ${issue.values.join(', ')}${got}`;
+    case 'too_small':
+      return issue.origin === 'string' ? `must not be empty${got}` : `must be ${issue.inclusive === false ? 'greater than' : 'at least'} ${issue.minimum}${got}`;
+    case 'too_big':
+      return `must be at most ${issue.maximum}${got}`;
+    case 'invalid_type':
+      return `expected ${issue.expected === 'number' || issue.expected === 'int' ? 'a number' : issue.expected === 'array' ? 'a comma-separated list' : `a ${issue.expected}`}${got}`;
+    case 'invalid_format':
+      return `invalid ${issue.format}${got}`;
+    default:
+      return `invalid value${got}`;
   }
-  return `${issue.message}${value === undefined ? '' : `, got ${shown}`}`;
 }
 
 export const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
