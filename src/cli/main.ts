@@ -3,8 +3,7 @@ import { settings } from '../config/settings.ts';
 import { configEnv, defaultConfigPath } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { version } from '../version.ts';
-import * as walPush from './wal-push.ts';
-import * as walFetch from './wal-fetch.ts';
+import { commands } from './commands.ts';
 
 const exitCodesHelp = `
 Exit codes:
@@ -33,7 +32,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(walship --help lists commands and settings)')
     .addHelpText('after', `${settingsTable()}\n${exitCodesHelp}\n`)
     .exitOverride();
-  for (const command of [walPush, walFetch]) command.register(program);
+  for (const command of commands) command.register(program);
   for (const sub of program.commands) sub.exitOverride();
   return program;
 }

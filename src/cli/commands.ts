@@ -1,0 +1,7 @@
+// Every command, one file each. A command file only declares flags and help; its work is imported
+// lazily when it runs, so listing all of them here costs wal-push nothing.
+import type { Command } from 'commander';
+import * as walPush from './wal-push.ts';
+import * as walFetch from './wal-fetch.ts';
+
+export const commands: { register(program: Command): void }[] = [walPush, walFetch];
