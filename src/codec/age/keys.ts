@@ -238,6 +238,8 @@ function preview(text: string): string {
   return t.length > 10 ? `"${head}…"` : `"${head}"`;
 }
 
+let probeKey: crypto.KeyObject | undefined;
+
 export function parseRecipient(text: string): AgeRecipient {
   const t = text.trim();
   if (/^age-secret-key-/i.test(t)) {
@@ -259,6 +261,9 @@ export function parseRecipient(text: string): AgeRecipient {
     raw = null;
   }
   if (raw === null || raw.length !== 32) throw usageError(`age recipient ${preview(t)} is malformed (not a 32-byte X25519 key)`);
+  // A low-order point gives an all-zero shared secret for every key; refuse it now, not at the first push.
+  probeKey ??= crypto.generateKeyPairSync('x25519').privateKey;
+  if (x25519(probeKey, raw) === null) throw usageError(`age recipient ${preview(t)} is not a usable X25519 public key`);
   return new X25519Recipient(Buffer.from(raw));
 }
 

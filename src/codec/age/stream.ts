@@ -5,8 +5,11 @@
  * it may be empty only when the whole payload is empty.
  *
  * Both transforms keep at most one chunk of input (by reference where the
- * writer's buffers line up, else copied into one staging buffer) plus that
- * chunk's output, and do the work with one cipher call per input piece.
+ * writes are large, so callers must not modify a buffer after writing it -
+ * the usual stream contract; small writes are copied into one staging
+ * buffer) plus that chunk's output, and make one cipher call per piece: no
+ * per-byte JS and no concatenation on the hot path. A single huge write is
+ * processed at once, so its output is buffered like its input was.
  */
 import crypto from 'node:crypto';
 import { Transform } from 'node:stream';
