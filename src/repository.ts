@@ -12,6 +12,11 @@ export const keys = {
   backupPart: (name: string, part: number) => `backups/${name}/parts/${String(part).padStart(4, '0')}.tar`,
   backupManifest: (name: string) => `backups/${name}/manifest.json`,
   dumpsPrefix: 'dumps/',
+  dumpPrefix: (name: string) => `dumps/${name}/`,
+  /** One payload of a dump: `dump` (one database, pg_dump -Fc), `globals.sql`, `databases/<nnnn>.dump`. */
+  dumpFile: (name: string, file: string) => `dumps/${name}/${file}`,
+  /** Written last: its presence means the dump is complete. */
+  dumpManifest: (name: string) => `dumps/${name}/manifest.json`,
 };
 
 export const repositoryFormat = 1;

@@ -82,6 +82,11 @@ export const settings = {
     doc: 'error, warn, info or debug',
     schema: z._default(z.enum(['error', 'warn', 'info', 'debug']), 'info'),
   },
+  pgBinDir: {
+    env: 'WALSHIP_PG_BIN_DIR',
+    doc: 'directory of pg_dump, pg_dumpall, pg_restore and psql (dump-push, dump-fetch); default: PATH, then the newest /usr/lib/postgresql/*/bin',
+    schema: optionalText,
+  },
   pgdata: { env: 'PGDATA', doc: 'data directory of the local cluster', schema: optionalText },
   pghost: { env: 'PGHOST', doc: 'libpq host or socket directory', schema: optionalText },
   pgport: { env: 'PGPORT', doc: 'libpq port', schema: z.optional(int(1, 65535)) },
