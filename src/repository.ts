@@ -1,5 +1,6 @@
 import { text } from 'node:stream/consumers';
 import { integrityError, refusedError } from './errors.ts';
+import { log } from './log.ts';
 import { isExists, isNotFound, type Storage } from './storage/storage.ts';
 
 /** Where things live in a repository (DESIGN §3). */
@@ -77,4 +78,54 @@ export async function claimRepository(
     );
   }
   return info;
+}
+
+/** The public record of a repository's encryption in walship.json: recipient fingerprints, passphrase flag. */
+export type RepositoryEncryption = NonNullable<RepositoryInfo['encryption']>;
+
+const sameEncryption = (a: RepositoryEncryption, b: RepositoryEncryption) =>
+  Boolean(a.passphrase) === Boolean(b.passphrase) && [...a.recipients].sort().join(',') === [...b.recipients].sort().join(',');
+
+const describeEncryption = (e: RepositoryEncryption) =>
+  [e.passphrase ? 'passphrase' : '', e.recipients.length ? `recipients ${e.recipients.join(',')}` : ''].filter(Boolean).join(' + ') || 'none';
+
+/**
+ * Every writer calls this before storing objects, with what it will encrypt to (`writing`,
+ * undefined when it writes unencrypted; see encryptionRecord in codec/keys.ts) and the
+ * repository's walship.json (`info`; read here when not given, nothing to check when absent).
+ * - encrypted repository, unencrypted writer: refused (exit 3) unless `allowUnencrypted`;
+ * - unencrypted repository, encrypted writer: walship.json starts recording the encryption;
+ * - a different recipient set (key rotation, an added escrow key): allowed, logged once, recorded.
+ * Only public fingerprints are stored or logged.
+ */
+export async function checkRepositoryEncryption(
+  storage: Storage,
+  info: RepositoryInfo | undefined,
+  writing: RepositoryEncryption | undefined,
+  options: { allowUnencrypted?: boolean | undefined } = {},
+): Promise<void> {
+  info ??= await readRepositoryInfo(storage);
+  if (!info) return;
+  const recorded = info.encryption;
+  if (!writing) {
+    if (!recorded) return;
+    if (!options.allowUnencrypted) {
+      throw refusedError(
+        `repository ${storage.location} is encrypted (walship.json: ${describeEncryption(recorded)}) but no recipients are configured (WALSHIP_RECIPIENTS, WALSHIP_RECIPIENTS_FILE or WALSHIP_PASSPHRASE_FILE); refusing to store unencrypted objects in it (set WALSHIP_ALLOW_UNENCRYPTED=true to do it anyway)`,
+      );
+    }
+    log.warn('storing an unencrypted object in an encrypted repository, as WALSHIP_ALLOW_UNENCRYPTED allows', { repository: storage.location });
+    return;
+  }
+  if (recorded && sameEncryption(recorded, writing)) return;
+  if (recorded) {
+    log.info('encryption recipients differ from those walship.json records (key rotation?); new objects use the configured ones, recording them', {
+      was: describeEncryption(recorded),
+      now: describeEncryption(writing),
+    });
+  } else {
+    log.info('repository was unencrypted; new objects are encrypted, recording that in walship.json', { now: describeEncryption(writing) });
+  }
+  const updated: RepositoryInfo = { ...info, encryption: writing };
+  await storage.put(keys.repositoryInfo, Buffer.from(`${JSON.stringify(updated, null, 2)}\n`));
 }

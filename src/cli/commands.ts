@@ -3,8 +3,9 @@
 import type { Command } from 'commander';
 import * as walPush from './wal-push.ts';
 import * as walFetch from './wal-fetch.ts';
+import * as keygen from './keygen.ts';
 import * as dumpPush from './dump-push.ts';
 import * as dumpList from './dump-list.ts';
 import * as dumpFetch from './dump-fetch.ts';
 
-export const commands: { register(program: Command): void }[] = [walPush, walFetch, dumpPush, dumpList, dumpFetch];
+export const commands: { register(program: Command): void }[] = [walPush, walFetch, keygen, dumpPush, dumpList, dumpFetch];

@@ -1,7 +1,167 @@
-import type { Config } from '../config/settings.ts';
+/**
+ * Encryption as configured (DESIGN §7): recipients for writing, an identity file or a passphrase
+ * for reading. Turns the settings into the codec's `Encryption` stream factories, and into the
+ * public record walship.json keeps (fingerprints only).
+ *
+ * Rules:
+ * - `recipients` and `recipientsFile` together are the recipients of new objects (deduplicated).
+ * - `passphraseFile` alone encrypts and decrypts with age scrypt. With recipients set as well, the
+ *   recipients win for writing (age allows a passphrase only as an object's sole recipient) and
+ *   the passphrase only reads (older objects, during a move from passphrase to keys).
+ * - `identityFile` (one or more AGE-SECRET-KEY-1 lines) reads; it never makes walship encrypt.
+ * - A bad setting is a usage error (exit 2) naming it; no message ever contains key material or
+ *   passphrase text. A secret file readable by group or others is one warning, not an error.
+ *
+ * The age module is imported only when a key setting is present, so unencrypted pushes do not
+ * load it.
+ */
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { settings, type Config, type SettingKey } from '../config/settings.ts';
+import { refusedError, usageError, WalshipError } from '../errors.ts';
+import { log } from '../log.ts';
+import type { RepositoryEncryption } from '../repository.ts';
 import type { Encryption } from './codec.ts';
+import type { AgeIdentity, AgeRecipient } from './age/index.ts';
 
-/** Encryption as configured (recipients for writing, identity or passphrase for reading). */
-export async function encryptionFromConfig(_config: Config): Promise<Encryption | undefined> {
-  return undefined;
+type Age = typeof import('./age/index.ts');
+
+/** What walship.json records about the encryption of objects written with this configuration. */
+const records = new WeakMap<Encryption, RepositoryEncryption>();
+
+/** The public record of what `encryption` encrypts to; undefined when it does not encrypt. */
+export function encryptionRecord(encryption: Encryption | undefined): RepositoryEncryption | undefined {
+  return encryption ? records.get(encryption) : undefined;
+}
+
+const setting = (key: SettingKey) => `setting ${key} (${settings[key].env})`;
+
+/** Encryption as configured, or undefined when no key setting is present. */
+export async function encryptionFromConfig(config: Config): Promise<Encryption | undefined> {
+  const listed = config.recipients ?? [];
+  if (listed.length === 0 && !config.recipientsFile && !config.identityFile && !config.passphraseFile) return undefined;
+  const age: Age = await import('./age/index.ts');
+
+  const recipients: AgeRecipient[] = [];
+  const seen = new Set<string>();
+  const add = (r: AgeRecipient) => {
+    if (!seen.has(r.toString())) {
+      seen.add(r.toString());
+      recipients.push(r);
+    }
+  };
+  listed.forEach((text, i) => add(parseRecipientSafely(age, text, `${setting('recipients')}: entry ${i + 1}`)));
+  if (config.recipientsFile) {
+    const text = await readSettingFile('recipientsFile', config.recipientsFile, false);
+    let count = 0;
+    text.split(/\r?\n/).forEach((line, i) => {
+      const t = line.trim();
+      if (t === '' || t.startsWith('#')) return;
+      add(parseRecipientSafely(age, t, `${setting('recipientsFile')}: ${config.recipientsFile} line ${i + 1}`));
+      count++;
+    });
+    if (count === 0) throw usageError(`${setting('recipientsFile')}: ${config.recipientsFile} contains no recipients`);
+  }
+
+  const identities: AgeIdentity[] = [];
+  if (config.identityFile) {
+    const text = await readSettingFile('identityFile', config.identityFile, true);
+    try {
+      identities.push(...age.parseIdentityFile(text, config.identityFile));
+    } catch (err) {
+      throw usageError(`${setting('identityFile')}: ${(err as Error).message}`);
+    }
+  }
+
+  let passphrase: string | undefined;
+  if (config.passphraseFile) {
+    // Only line breaks are trimmed (as `echo pass > file` leaves one); other whitespace is part of the passphrase.
+    passphrase = (await readSettingFile('passphraseFile', config.passphraseFile, true)).replace(/[\r\n]+$/, '');
+    if (passphrase === '') throw usageError(`${setting('passphraseFile')}: ${config.passphraseFile} is empty`);
+    identities.push(age.scryptIdentity(passphrase));
+  }
+
+  const encryption: Encryption = {};
+  if (recipients.length > 0) {
+    const writeTo = recipients;
+    encryption.encrypt = () => age.createEncryptStream(writeTo);
+    records.set(encryption, { recipients: recipients.map(age.recipientFingerprint).sort() });
+  } else if (passphrase !== undefined) {
+    const writeTo = [age.scryptRecipient(passphrase, config.passphraseWorkFactor)];
+    encryption.encrypt = () => age.createEncryptStream(writeTo);
+    records.set(encryption, { recipients: [], passphrase: true });
+  }
+  if (identities.length > 0) {
+    const readWith = identities;
+    encryption.decrypt = () => age.createDecryptStream(readWith);
+  }
+  if (log.enabled('debug')) {
+    log.debug('encryption configured', {
+      encryptTo: recipients.length > 0 ? recipients.map(age.recipientFingerprint).join(',') : passphrase !== undefined ? 'passphrase' : 'none',
+      identities: identities.filter((id) => id.kind === 'x25519').length,
+      passphrase: passphrase !== undefined,
+    });
+  }
+  return encryption;
+}
+
+/**
+ * parseRecipient, with a message that never shows what was typed unless it is plainly a public
+ * recipient (age1…): a secret key or passphrase pasted into the wrong setting stays unprinted.
+ */
+function parseRecipientSafely(age: Age, text: string, where: string): AgeRecipient {
+  const t = text.trim();
+  try {
+    if (!t.startsWith('age1')) {
+      if (/^age-secret-key-/i.test(t)) throw usageError('this is a secret key (AGE-SECRET-KEY-1…), not a recipient; give its public recipient (age1…), e.g. from `walship keygen` or `age-keygen -y`');
+      if (/^ssh-/.test(t)) throw usageError('SSH keys are not supported; give an age X25519 recipient (age1…)');
+      throw usageError('not an age X25519 recipient (expected age1…)');
+    }
+    return age.parseRecipient(t);
+  } catch (err) {
+    if (err instanceof WalshipError) throw usageError(`${where}: ${err.message.replace(/^age recipient /, 'recipient ')}`);
+    throw err;
+  }
+}
+
+/** Read a key or passphrase file named by a setting; a secret one readable by group/others gets one warning. */
+async function readSettingFile(key: SettingKey, path: string, secret: boolean): Promise<string> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : code ?? 'unreadable';
+    throw usageError(`${setting(key)}: cannot read ${path}: ${reason}`);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw usageError(`${setting(key)}: ${path} is not a regular file`);
+    if (info.size > 1 << 20) throw usageError(`${setting(key)}: ${path} is larger than 1 MiB; not a key file`);
+    if (secret && (info.mode & 0o077) !== 0) {
+      log.warn(`${path} holds a secret but is accessible to group or others; run chmod 600 on it`, {
+        setting: settings[key].env,
+        mode: (info.mode & 0o777).toString(8).padStart(4, '0'),
+      });
+    }
+    return await readFile(handle, 'utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * For a writer that finds its object already stored and must compare contents: an encrypted
+ * stored object cannot be read on a host that has only recipients (by design). That is not a
+ * corrupt object (exit 4) but an undecidable duplicate, so it is refused (exit 3) with what to do.
+ * Use as `.catch(uncomparableEncrypted(name, location, encryption))` on the comparison.
+ */
+export function uncomparableEncrypted(name: string, location: string, encryption: Encryption | undefined): (err: unknown) => never {
+  return (err: unknown) => {
+    if (!encryption?.decrypt && err instanceof WalshipError && err.message.includes('object is encrypted;')) {
+      throw refusedError(
+        `${name} is already archived in ${location}, encrypted, and this host has no identity (WALSHIP_IDENTITY_FILE) to compare it with the local file; refusing, as the contents may differ. Compare them where the identity is (walship wal-push with WALSHIP_IDENTITY_FILE set exits 0 when they are identical)`,
+      );
+    }
+    throw err;
+  };
 }

@@ -57,6 +57,15 @@ export const settings = {
     doc: 'file holding a passphrase; encrypts and decrypts with age scrypt instead of keys',
     schema: optionalText,
   },
+  passphraseWorkFactor: {
+    env: 'WALSHIP_PASSPHRASE_WORK_FACTOR',
+    doc: 'scrypt work factor (log2 N, 10-22, default 15) for objects encrypted with the passphrase; each object costs 2^N x 1 KiB of memory and the matching time, on push and on fetch',
+    schema: z._default(int(10, 22), 15),
+  },
+  allowUnencrypted: {
+    env: 'WALSHIP_ALLOW_UNENCRYPTED',
+    doc: 'true: store objects unencrypted even though walship.json records the repository as encrypted (normally refused, exit 3)',
+    schema: z._default(z.union([z.boolean(), z.stringbool()]), false),
   uploadConcurrency: {
     env: 'WALSHIP_UPLOAD_CONCURRENCY',
     doc: 'parallel uploads (backup parts, lookahead WAL)',

@@ -7,7 +7,8 @@ import { integrityError, refusedError, usageError } from '../errors.ts';
 import { log } from '../log.ts';
 import { isValidSegmentSize, lsnOfSegment, parseWalFileName, segmentNumber, formatLsn, type WalFileName } from '../pg/wal-names.ts';
 import { longHeaderSize, parseSegmentHeader, type WalSegmentHeader } from '../pg/wal-page.ts';
-import { claimRepository, keys } from '../repository.ts';
+import { checkRepositoryEncryption, claimRepository, keys } from '../repository.ts';
+import { encryptionRecord, uncomparableEncrypted } from '../codec/keys.ts';
 import { isExists, type Storage } from '../storage/storage.ts';
 import { digestOfObject } from './digest.ts';
 
@@ -15,6 +16,8 @@ export interface WalPushContext {
   storage: Storage;
   encode: EncodeOptions;
   encryption?: Encryption | undefined;
+  /** Store unencrypted even into a repository walship.json records as encrypted (WALSHIP_ALLOW_UNENCRYPTED). */
+  allowUnencrypted?: boolean | undefined;
 }
 
 export type WalPushResult = 'stored' | 'already-archived';
@@ -31,7 +34,10 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
     const { size } = await handle.stat();
     if (size === 0) throw usageError(`${path}: empty file; PostgreSQL never archives an empty WAL file`);
     const header = wal.kind === 'segment' || wal.kind === 'partial' ? await checkSegment(path, handle, wal, size) : undefined;
-    if (header) await claimRepository(ctx.storage, { systemIdentifier: header.systemIdentifier, pgMajor: header.pgMajor });
+    // Encryption: walship.json records it at first write; an unencrypted push into an encrypted repository is refused.
+    const writing = encryptionRecord(ctx.encode.encryption);
+    const info = header ? await claimRepository(ctx.storage, { systemIdentifier: header.systemIdentifier, pgMajor: header.pgMajor }, { encryption: writing }) : undefined;
+    await checkRepositoryEncryption(ctx.storage, info, writing, { allowUnencrypted: ctx.allowUnencrypted });
 
     const hash = createHash('sha256');
     const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 });
@@ -44,7 +50,7 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
     } catch (err) {
       if (!isExists(err)) throw err;
       const local = hash.digest('hex');
-      const stored = await digestOfObject(ctx.storage, key, ctx.encryption);
+      const stored = await digestOfObject(ctx.storage, key, ctx.encryption).catch(uncomparableEncrypted(wal.name, ctx.storage.location, ctx.encryption));
       if (stored === local) {
         log.info('already archived with identical content', { file: wal.name });
         return 'already-archived';
