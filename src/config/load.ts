@@ -70,7 +70,11 @@ function readConfigFile(path: string, required: boolean): Record<string, unknown
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw usageError(`config file ${path}: not valid JSON (${(err as Error).message})`);
+    // V8 quotes the offending text in some messages (Unexpected token 'h', ..."password": hunter2"...
+    // is not valid JSON); the file may hold a password, so never repeat the file's text.
+    const message = (err as Error).message;
+    const reason = message.startsWith('Unexpected token') ? 'unexpected character' : message.replace(/, (\.\.\.)?".*$/s, '');
+    throw usageError(`config file ${path}: not valid JSON (${reason})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw usageError(`config file ${path}: expected a JSON object of settings`);

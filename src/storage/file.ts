@@ -105,7 +105,9 @@ export class FileStorage implements Storage {
       if (code === 'ENOENT' || code === 'ENOTDIR') return;
       throw this.#fail('list', dir, err);
     }
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // Key order: a directory's keys continue with '/', so 'a-c' and 'a.txt' come before 'a/b'.
+    const sortName = (entry: { name: string; isDirectory(): boolean }) => (entry.isDirectory() ? `${entry.name}/` : entry.name);
+    entries.sort((a, b) => (sortName(a) < sortName(b) ? -1 : sortName(a) > sortName(b) ? 1 : 0));
     for (const entry of entries) {
       if (entry.name.startsWith(tempPrefix)) continue;
       const key = dirKey ? `${dirKey}/${entry.name}` : entry.name;
@@ -129,10 +131,9 @@ export class FileStorage implements Storage {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.#fail('delete', path, err);
       }
     }
-    for (const dir of dirs) {
-      await this.#syncDir(dir);
-      await this.#pruneEmpty(dir);
-    }
+    // Sync every touched directory before pruning any: pruning one may remove another (parts/ and its parent).
+    for (const dir of dirs) await this.#syncDir(dir);
+    for (const dir of dirs) await this.#pruneEmpty(dir);
   }
 
   /** Remove directories emptied by a delete, up to the repository root. */

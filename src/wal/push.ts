@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { Transform } from 'node:stream';
 import { encodeObject, type EncodeOptions, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -40,11 +41,22 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
     await checkRepositoryEncryption(ctx.storage, info, writing, { allowUnencrypted: ctx.allowUnencrypted });
 
     const hash = createHash('sha256');
-    const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 });
-    source.on('data', (chunk) => hash.update(chunk));
+    // Hash the bytes as they flow to the encoder. (A 'data' listener would start the stream
+    // flowing before the encoder reads it, and the chunks read meanwhile would be lost.)
+    const hashing = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 }).compose(hashing);
     const key = keys.wal(wal.name);
+    const body = await encodeObject(source, ctx.encode);
+    // Errors of the body reach put through its reads; one left unread (put failed early) is torn
+    // down with the file handle and must not crash the process as an unhandled 'error' event.
+    body.on('error', () => {});
     try {
-      await ctx.storage.put(key, await encodeObject(source, ctx.encode), { ifAbsent: true, size });
+      await ctx.storage.put(key, body, { ifAbsent: true, size });
       log.debug('archived', { file: wal.name, bytes: size });
       return 'stored';
     } catch (err) {
