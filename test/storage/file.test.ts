@@ -1,0 +1,14 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseStorageUrl } from '../../src/config/storage-url.ts';
+import { openStorage } from '../../src/storage/open.ts';
+import { storageConformance } from './conformance.ts';
+
+storageConformance('file://', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'walship-file-'));
+  return {
+    open: (prefix) => openStorage(parseStorageUrl(`file://${join(dir, prefix)}`), { timeoutSeconds: 60 }),
+    teardown: () => rm(dir, { recursive: true, force: true }),
+  };
+});
