@@ -12,6 +12,8 @@ export const keys = {
   backupPrefix: (name: string) => `backups/${name}/`,
   backupPart: (name: string, part: number) => `backups/${name}/parts/${String(part).padStart(4, '0')}.tar`,
   backupManifest: (name: string) => `backups/${name}/manifest.json`,
+  /** Unencrypted listing facts of a complete backup (no paths, no label), written just before the manifest. */
+  backupSummary: (name: string) => `backups/${name}/summary.json`,
   dumpsPrefix: 'dumps/',
   dumpPrefix: (name: string) => `dumps/${name}/`,
   /** One payload of a dump: `dump` (one database, pg_dump -Fc), `globals.sql`, `databases/<nnnn>.dump`. */

@@ -3,9 +3,13 @@
 import type { Command } from 'commander';
 import * as walPush from './wal-push.ts';
 import * as walFetch from './wal-fetch.ts';
+import * as backupPush from './backup-push.ts';
+import * as backupList from './backup-list.ts';
+import * as backupFetch from './backup-fetch.ts';
+import * as restore from './restore.ts';
 import * as keygen from './keygen.ts';
 import * as dumpPush from './dump-push.ts';
 import * as dumpList from './dump-list.ts';
 import * as dumpFetch from './dump-fetch.ts';
 
-export const commands: { register(program: Command): void }[] = [walPush, walFetch, keygen, dumpPush, dumpList, dumpFetch];
+export const commands: { register(program: Command): void }[] = [walPush, walFetch, backupPush, backupList, backupFetch, restore, keygen, dumpPush, dumpList, dumpFetch];

@@ -96,6 +96,16 @@ export const settings = {
     doc: 'directory of pg_dump, pg_dumpall, pg_restore and psql (dump-push, dump-fetch); default: PATH, then the newest /usr/lib/postgresql/*/bin',
     schema: optionalText,
   },
+  backupPartSize: {
+    env: 'WALSHIP_BACKUP_PART_SIZE',
+    doc: 'uncompressed size of one base backup part (tar), bytes or with a unit (512MiB, 1GiB; default 1GiB); a part holds whole files, so it can exceed this by one file',
+    schema: z._default(z.pipe(z.transform((v: unknown) => parseByteSize(v)), z.number().check(z.int(), z.minimum(1 << 20), z.maximum(2 ** 40))), 1 << 30),
+  },
+  archiveTimeout: {
+    env: 'WALSHIP_ARCHIVE_TIMEOUT',
+    doc: 'seconds backup-push waits for its stop WAL segment to reach the repository (archive_command) before failing',
+    schema: z._default(z.coerce.number().check(z.positive()), 600),
+  },
   pgdata: { env: 'PGDATA', doc: 'data directory of the local cluster', schema: optionalText },
   pghost: { env: 'PGHOST', doc: 'libpq host or socket directory', schema: optionalText },
   pgport: { env: 'PGPORT', doc: 'libpq port', schema: z.optional(int(1, 65535)) },
@@ -103,6 +113,16 @@ export const settings = {
   pgdatabase: { env: 'PGDATABASE', doc: 'libpq database', schema: optionalText },
   pgpassword: { env: 'PGPASSWORD', doc: 'libpq password (prefer ~/.pgpass)', schema: z.optional(z.string()) },
 } satisfies Record<string, SettingDeclaration>;
+
+/** "1GiB", "512MiB", "64MB", "1048576" → bytes (binary units; MB is read as MiB); anything else passes through to fail validation. */
+function parseByteSize(value: unknown): unknown {
+  if (typeof value === 'number') return value;
+  if (typeof value !== 'string') return value;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(value);
+  if (!m) return Number.NaN;
+  const scale = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  return Math.round(Number(m[1]) * scale);
+}
 
 export type SettingKey = keyof typeof settings;
 export type Config = { [K in SettingKey]: z.output<(typeof settings)[K]['schema']> };
