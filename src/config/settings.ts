@@ -66,6 +66,7 @@ export const settings = {
     env: 'WALSHIP_ALLOW_UNENCRYPTED',
     doc: 'true: store objects unencrypted even though walship.json records the repository as encrypted (normally refused, exit 3)',
     schema: z._default(z.union([z.boolean(), z.stringbool()]), false),
+  },
   uploadConcurrency: {
     env: 'WALSHIP_UPLOAD_CONCURRENCY',
     doc: 'parallel uploads (backup parts, lookahead WAL)',
@@ -75,6 +76,26 @@ export const settings = {
     env: 'WALSHIP_DOWNLOAD_CONCURRENCY',
     doc: 'parallel downloads (backup parts, prefetched WAL)',
     schema: z._default(int(1, 64), 2),
+  },
+  lookahead: {
+    env: 'WALSHIP_LOOKAHEAD',
+    doc: 'wal-push also uploads up to this many other WAL files PostgreSQL has marked ready, and records them under pg_wal/walship/archived so its later calls return at once (0 = off)',
+    schema: z._default(int(0, 256), 8),
+  },
+  prefetch: {
+    env: 'WALSHIP_PREFETCH',
+    doc: 'wal-fetch fetches up to this many following segments ahead into pg_wal/walship/prefetch, in a background process (0 = off)',
+    schema: z._default(int(0, 256), 16),
+  },
+  daemonSocket: {
+    env: 'WALSHIP_DAEMON_SOCKET',
+    doc: "unix socket of `walship daemon`; when set, wal-push and wal-fetch hand their work to the daemon listening there (and do it themselves if it is not)",
+    schema: optionalText,
+  },
+  metricsAddress: {
+    env: 'WALSHIP_METRICS_ADDRESS',
+    doc: 'host:port where `walship daemon` serves Prometheus /metrics (default 127.0.0.1:9638; off to disable)',
+    schema: z._default(text, '127.0.0.1:9638'),
   },
   storageTimeout: {
     env: 'WALSHIP_STORAGE_TIMEOUT',
