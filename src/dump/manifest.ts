@@ -128,7 +128,7 @@ export async function scanDumps(storage: Storage): Promise<Map<string, { complet
   return found;
 }
 
-/** Every complete dump's manifest, oldest first by the manifest's own times (not by name, not by storage dates). */
+/** Every complete dump's manifest, oldest first by the manifest's own times (started, then finished; not by name, not by storage dates). */
 export async function listDumps(storage: Storage, encryption: Encryption | undefined): Promise<DumpManifest[]> {
   const manifests: DumpManifest[] = [];
   for (const [name, entry] of await scanDumps(storage)) {
@@ -140,7 +140,7 @@ export async function listDumps(storage: Storage, encryption: Encryption | undef
 }
 
 export function sortManifests<T extends Pick<DumpManifest, 'name' | 'started' | 'finished'>>(manifests: T[]): T[] {
-  return manifests.sort((a, b) => Date.parse(a.finished) - Date.parse(b.finished) || Date.parse(a.started) - Date.parse(b.started) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return manifests.sort((a, b) => Date.parse(a.started) - Date.parse(b.started) || Date.parse(a.finished) - Date.parse(b.finished) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** Does this dump hold `database` (its own, or a member of a cluster dump)? */

@@ -5,8 +5,9 @@
  * `plan.delete` to deleteDumps() (delete.ts).
  *
  * Safety rules (the same as for base backups):
- * - order comes from each manifest's own times (finished, then started, then name), never from
- *   object names or storage modification dates;
+ * - order comes from each manifest's own times (started: the moment pg_dump's snapshot was taken,
+ *   then finished, then name), never from object names or storage modification dates; `before`
+ *   compares the start time too, as base backup retention does;
  * - a plan is a dry run unless `confirm` is set;
  * - permanent dumps are never deleted (and do not count towards `retain`);
  * - the newest dump of each series is never deleted, whatever the rule;
@@ -17,6 +18,7 @@
  * (dump-push --all) form another. `retain N` keeps the newest N of every series.
  */
 import { usageError } from '../errors.ts';
+import type { RetentionRule } from '../retention/plan.ts';
 
 /** The manifest fields retention reads (a DumpManifest satisfies it). */
 export interface RetentionDump {
@@ -35,24 +37,24 @@ export interface IncompleteDump {
   modified: Date;
 }
 
-export type RetentionRule =
-  /** Keep the newest N (N ≥ 1) of every series. */
-  | { retain: number }
-  /** Delete dumps that finished before this time (a Date, or an ISO 8601 / PostgreSQL-style time string). */
-  | { before: Date | string }
-  /** Delete dumps that finished before the named dump (which is kept). */
-  | { beforeName: string };
+/**
+ * The same rule values as base backup retention (src/retention/plan.ts), so `delete` parses one
+ * rule for both: retain N keeps the newest N (N ≥ 1) of every series; before-time deletes dumps
+ * that started before the time; before-backup names a dump, which is kept, and deletes those that
+ * started before it; garbage deletes only incomplete dumps past the grace period.
+ */
+export type DumpRetentionRule = RetentionRule;
 
 export interface RetentionOptions {
-  rule: RetentionRule;
+  rule: DumpRetentionRule;
   /** Only plan within the series of this database (kind database dumps of it). Default: every series. */
   database?: string | undefined;
   /** Actually delete; without it the plan is a dry run. */
   confirm?: boolean | undefined;
   /** Dump directories without a manifest. */
   incomplete?: readonly IncompleteDump[] | undefined;
-  /** How old an incomplete dump must be before it is deleted; default 6 hours. */
-  incompleteGraceMs?: number | undefined;
+  /** How old an incomplete dump must be before it is deleted (a dump-push may still be writing it); default 6 hours. */
+  garbageAgeMs?: number | undefined;
   /** "Now", for the grace period; default the current time. */
   now?: Date | undefined;
 }
@@ -62,8 +64,8 @@ export interface RetentionDecision {
   /** 'cluster', 'database', or 'incomplete' (no manifest). */
   kind: RetentionDump['kind'] | 'incomplete';
   database?: string | undefined;
-  /** Manifest finished time (ISO 8601); for incomplete dumps their objects' newest modification time. */
-  finished: string;
+  /** Manifest start time (ISO 8601); for incomplete dumps their objects' newest modification time. */
+  started: string;
   reason: string;
 }
 
@@ -75,7 +77,7 @@ export interface RetentionPlan {
   keep: RetentionDecision[];
 }
 
-export const defaultIncompleteGraceMs = 6 * 3600 * 1000;
+export const defaultGarbageAgeMs = 6 * 3600 * 1000;
 
 const seriesOf = (d: RetentionDump) => (d.kind === 'cluster' ? 'cluster' : `database ${d.database ?? '?'}`);
 
@@ -95,22 +97,25 @@ export function parseRetentionTime(value: string): Date {
 
 export function planDumpRetention(dumps: readonly RetentionDump[], options: RetentionOptions): RetentionPlan {
   const rule = options.rule;
-  if ('retain' in rule && (!Number.isInteger(rule.retain) || rule.retain < 1)) {
-    throw usageError(`retain ${rule.retain}: keep at least 1 dump (retain N with N ≥ 1)`);
+  if (rule.kind === 'retain' && (!Number.isInteger(rule.count) || rule.count < 1)) {
+    throw usageError(`retain ${rule.count}: keep at least 1 dump (retain N with N ≥ 1)`);
   }
   const sorted = dumps
     .map((d) => ({ d, finished: timeOf(d.finished, `dump ${d.name} finished`), started: timeOf(d.started, `dump ${d.name} started`) }))
-    .sort((a, b) => a.finished - b.finished || a.started - b.started || (a.d.name < b.d.name ? -1 : a.d.name > b.d.name ? 1 : 0));
+    .sort((a, b) => a.started - b.started || a.finished - b.finished || (a.d.name < b.d.name ? -1 : a.d.name > b.d.name ? 1 : 0));
 
   let cutoff: number | undefined;
-  if ('before' in rule) cutoff = rule.before instanceof Date ? rule.before.getTime() : parseRetentionTime(rule.before).getTime();
-  if ('beforeName' in rule) {
-    const named = sorted.find((s) => s.d.name === rule.beforeName);
-    if (!named) throw usageError(`no complete dump named ${rule.beforeName}`);
-    cutoff = named.finished;
+  if (rule.kind === 'before-time') {
+    cutoff = rule.time.getTime();
+    if (Number.isNaN(cutoff)) throw usageError('before: not a time');
+  }
+  if (rule.kind === 'before-backup') {
+    const named = sorted.find((s) => s.d.name === rule.name);
+    if (!named) throw usageError(`no complete dump named ${rule.name}`);
+    cutoff = named.started;
   }
 
-  const decision = (d: RetentionDump, reason: string): RetentionDecision => ({ name: d.name, kind: d.kind, database: d.database, finished: d.finished, reason });
+  const decision = (d: RetentionDump, reason: string): RetentionDecision => ({ name: d.name, kind: d.kind, database: d.database, started: d.started, reason });
   const plan: RetentionPlan = { dryRun: !options.confirm, delete: [], keep: [] };
 
   const series = new Map<string, typeof sorted>();
@@ -133,34 +138,36 @@ export function planDumpRetention(dumps: readonly RetentionDump[], options: Rete
       } else if (s === newest) {
         kept++;
         plan.keep.push(decision(d, `newest dump of ${key}`));
-      } else if ('retain' in rule) {
-        if (kept < rule.retain) {
+      } else if (rule.kind === 'garbage') {
+        plan.keep.push(decision(d, 'complete (garbage removes only incomplete dumps)'));
+      } else if (rule.kind === 'retain') {
+        if (kept < rule.count) {
           kept++;
-          plan.keep.push(decision(d, `one of the ${rule.retain} newest of ${key}`));
+          plan.keep.push(decision(d, `one of the ${rule.count} newest of ${key}`));
         } else {
-          plan.delete.push(decision(d, `older than the ${rule.retain} newest of ${key}`));
+          plan.delete.push(decision(d, `older than the ${rule.count} newest of ${key}`));
         }
-      } else if (s.finished < cutoff!) {
-        plan.delete.push(decision(d, `finished before ${new Date(cutoff!).toISOString()}`));
+      } else if (s.started < cutoff!) {
+        plan.delete.push(decision(d, `started before ${new Date(cutoff!).toISOString()}`));
       } else {
-        plan.keep.push(decision(d, `finished at or after ${new Date(cutoff!).toISOString()}`));
+        plan.keep.push(decision(d, `started at or after ${new Date(cutoff!).toISOString()}`));
       }
     }
   }
 
   if (options.database === undefined) {
     const now = (options.now ?? new Date()).getTime();
-    const grace = options.incompleteGraceMs ?? defaultIncompleteGraceMs;
+    const grace = options.garbageAgeMs ?? defaultGarbageAgeMs;
     const complete = new Set(dumps.map((d) => d.name));
     for (const inc of options.incomplete ?? []) {
       if (complete.has(inc.name)) continue;
-      const entry: RetentionDecision = { name: inc.name, kind: 'incomplete', finished: inc.modified.toISOString(), reason: '' };
+      const entry: RetentionDecision = { name: inc.name, kind: 'incomplete', started: inc.modified.toISOString(), reason: '' };
       if (now - inc.modified.getTime() >= grace) plan.delete.push({ ...entry, reason: `no manifest for ${formatAge(now - inc.modified.getTime())}: an interrupted dump-push` });
       else plan.keep.push({ ...entry, reason: 'no manifest yet: may still be in progress' });
     }
   }
 
-  const byTime = (a: RetentionDecision, b: RetentionDecision) => Date.parse(a.finished) - Date.parse(b.finished) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const byTime = (a: RetentionDecision, b: RetentionDecision) => Date.parse(a.started) - Date.parse(b.started) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   plan.delete.sort(byTime);
   plan.keep.sort(byTime);
   return plan;
