@@ -14,6 +14,8 @@ export const keys = {
   backupManifest: (name: string) => `backups/${name}/manifest.json`,
   /** Unencrypted listing facts of a complete backup (no paths, no label), written just before the manifest. */
   backupSummary: (name: string) => `backups/${name}/summary.json`,
+  /** backup-mark's pin (JSON {"permanent": bool}); overrides the manifest's permanent flag without rewriting the backup. */
+  backupMark: (name: string) => `backups/${name}/mark.json`,
   dumpsPrefix: 'dumps/',
   dumpPrefix: (name: string) => `dumps/${name}/`,
   /** One payload of a dump: `dump` (one database, pg_dump -Fc), `globals.sql`, `databases/<nnnn>.dump`. */
