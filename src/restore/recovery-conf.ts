@@ -62,14 +62,17 @@ export interface RecoverySettingsOptions {
  */
 export function recoverySettings(options: RecoverySettingsOptions): [string, string][] {
   const { target } = options;
-  const settings: [string, string][] = [
-    ['restore_command', options.restoreCommand],
+  const targets: [string, string][] = [
     ['recovery_target', target.kind === 'immediate' ? 'immediate' : ''],
     ['recovery_target_time', target.kind === 'time' ? target.text : ''],
     ['recovery_target_xid', target.kind === 'xid' ? target.xid : ''],
     ['recovery_target_name', target.kind === 'name' ? target.name : ''],
     ['recovery_target_lsn', target.kind === 'lsn' ? formatLsn(target.lsn) : ''],
   ];
+  // PostgreSQL applies them in file order and refuses a second target type even when the first is
+  // being cleared, so the empty ones come first and the chosen one last.
+  targets.sort((a, b) => Number(a[1] !== '') - Number(b[1] !== ''));
+  const settings: [string, string][] = [['restore_command', options.restoreCommand], ...targets];
   if (options.timeline !== undefined) settings.push(['recovery_target_timeline', options.timeline]);
   if (options.action !== undefined && target.kind !== 'latest') settings.push(['recovery_target_action', options.action]);
   return settings;
