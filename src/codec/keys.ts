@@ -15,7 +15,9 @@
  * The age module is imported only when a key setting is present, so unencrypted pushes do not
  * load it.
  */
+import { statSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute } from 'node:path';
 import { settings, type Config, type SettingKey } from '../config/settings.ts';
 import { refusedError, usageError, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -123,6 +125,16 @@ function parseRecipientSafely(age: Age, text: string, where: string): AgeRecipie
   }
 }
 
+/** An absolute path whose directory exists: a file name, not a pasted secret. */
+function looksLikePath(path: string): boolean {
+  if (!isAbsolute(path) || /\s/.test(path)) return false;
+  try {
+    return statSync(dirname(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Read a key or passphrase file named by a setting; a secret one readable by group/others gets one warning. */
 async function readSettingFile(key: SettingKey, path: string, secret: boolean): Promise<string> {
   let handle: FileHandle;
@@ -131,6 +143,10 @@ async function readSettingFile(key: SettingKey, path: string, secret: boolean): 
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : code ?? 'unreadable';
+    // A secret pasted where a file name belongs must not come back in the message.
+    if (secret && code === 'ENOENT' && !looksLikePath(path)) {
+      throw usageError(`${setting(key)}: cannot read the file it names: no such file (the value is not shown, as it does not look like an absolute path and may be a secret pasted instead of a file name)`);
+    }
     throw usageError(`${setting(key)}: cannot read ${path}: ${reason}`);
   }
   try {

@@ -338,8 +338,12 @@ describe('bad key settings through the CLI', () => {
     assert.match(lines[0]!, /warn: .*key.txt holds a secret but is accessible to group or others; run chmod 600 on it setting=WALSHIP_IDENTITY_FILE mode=0644/);
   });
 
-  test('a missing identity file: exit 2 naming the setting', async () => {
-    const run = await walship(['wal-fetch', '000000010000000000000001', join(dir('out'), 'x')], { WALSHIP_STORAGE: `file://${dir('repo')}`, WALSHIP_IDENTITY_FILE: '/nonexistent/key.txt' });
-    assertFails(run, 2, /setting identityFile \(WALSHIP_IDENTITY_FILE\): cannot read \/nonexistent\/key.txt: no such file/);
+  test('a missing identity file: exit 2 naming the setting; a value that is no path is not shown', async () => {
+    const missing = join(dir('keys'), 'key.txt');
+    const run = await walship(['wal-fetch', '000000010000000000000001', join(dir('out'), 'x')], { WALSHIP_STORAGE: `file://${dir('repo')}`, WALSHIP_IDENTITY_FILE: missing });
+    assertFails(run, 2, new RegExp(`setting identityFile \\(WALSHIP_IDENTITY_FILE\\): cannot read ${missing}: no such file`));
+    const pasted = await walship(['wal-fetch', '000000010000000000000001', join(dir('out'), 'x')], { WALSHIP_STORAGE: `file://${dir('repo')}`, WALSHIP_PASSPHRASE_FILE: 'pasted-passphrase/not-a-file' });
+    assertFails(pasted, 2, /setting passphraseFile \(WALSHIP_PASSPHRASE_FILE\): cannot read the file it names: no such file \(the value is not shown/);
+    assert.doesNotMatch(pasted.stderr, /pasted-passphrase/);
   });
 });
