@@ -133,7 +133,11 @@ export async function fetchToDirectory(ctx: DumpFetchContext, manifest: DumpMani
 
 /** One payload to stdout (`-o -`), e.g. into `pg_restore -l`; the checksum is checked at the end. */
 export async function fetchToStdout(ctx: DumpFetchContext, manifest: DumpManifest, file: DumpFile): Promise<void> {
-  await pipeline(Readable.from(await verifiedPayload(ctx, manifest, file), { objectMode: false }), process.stdout);
+  try {
+    await pipeline(Readable.from(await verifiedPayload(ctx, manifest, file), { objectMode: false }), process.stdout);
+  } catch (err) {
+    throw localFailure('stdout', err, false);
+  }
 }
 
 export interface RestoreOptions {
@@ -216,11 +220,11 @@ function cannotWrite(path: string, err: NodeJS.ErrnoException): WalshipError {
 }
 
 /** Local write failures (disk full, I/O error) are the destination's; walship's own errors pass as they are. */
-function localFailure(dest: string, err: unknown): unknown {
+function localFailure(dest: string, err: unknown, cleaned = true): unknown {
   if (err instanceof WalshipError) return err;
   const code = (err as NodeJS.ErrnoException)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EROFS' || code === 'EFBIG' || code === 'EPIPE') {
-    return usageError(`cannot write ${dest}: ${cannotWrite(dest, err as NodeJS.ErrnoException).message.replace(/^cannot write [^:]*: /, '')}; nothing was left behind`);
+    return usageError(`cannot write ${dest}: ${cannotWrite(dest, err as NodeJS.ErrnoException).message.replace(/^cannot write [^:]*: /, '')}${cleaned ? '; nothing was left behind' : ''}`);
   }
   return err;
 }

@@ -25,13 +25,14 @@ export async function pushDatabaseDump(ctx: DumpPushContext, database: string | 
   const started = new Date();
   const dump = new ToolOutput(ctx.tools, 'pg_dump', [...pgDumpArgs, ...(database === undefined ? [] : ['-d', database])]);
   let header: ArchiveHeader;
+  let name: string;
   try {
     header = await dump.header();
+    name = await unusedName(ctx.storage, (suffix) => dumpName(started, header.database, suffix));
   } catch (err) {
     dump.abort();
     throw err;
   }
-  const name = await unusedName(ctx.storage, (suffix) => dumpName(started, header.database, suffix));
   const written: string[] = [];
   try {
     const file = await storePayload(ctx, name, 'dump', dump, written);
