@@ -21,6 +21,8 @@ export interface PlanOptions {
   /** --backup: use this backup instead of choosing one. */
   backup?: string | undefined;
   standby: boolean;
+  /** The repository's system identifier (walship.json): a backup of another cluster is refused. */
+  systemIdentifier?: string | undefined;
 }
 
 /**
@@ -53,6 +55,11 @@ export async function planRestore(backups: readonly BackupSummary[], archive: Ar
 
   const reasons: string[] = [];
   for (const backup of eligible) {
+    if (options.systemIdentifier !== undefined && backup.systemIdentifier !== options.systemIdentifier) {
+      throw refusedError(
+        `backup ${backup.name} is of database system ${backup.systemIdentifier}, but the repository belongs to ${options.systemIdentifier}; refusing to restore a backup of another cluster`,
+      );
+    }
     const timeline = options.timeline.kind === 'number' ? options.timeline.timeline : options.timeline.kind === 'current' ? backup.timeline : archive.latestTimeline(backup.timeline);
     let history = await archive.history(timeline);
     if (history === undefined) {

@@ -6,6 +6,7 @@ import { log } from '../log.ts';
 import { listBackups } from '../backup/catalog.ts';
 import { fetchBackup } from '../backup/fetch.ts';
 import { readManifest } from '../backup/manifest.ts';
+import { readRepositoryInfo } from '../repository.ts';
 import type { Storage } from '../storage/storage.ts';
 import { ArchiveIndex } from './archive.ts';
 import { planRestore, type RestorePlan } from './plan.ts';
@@ -38,8 +39,18 @@ export async function restore(options: RestoreOptions): Promise<RestorePlan> {
   const existing = await readdir(dir).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? [] : Promise.reject(err)));
   if (existing.length > 0) throw refusedError(`target directory ${dir} is not empty; restore only writes into an empty directory`);
 
-  const [backups, archive] = await Promise.all([listBackups(options.storage, options.encryption), ArchiveIndex.scan(options.storage, options.encryption)]);
-  const plan = await planRestore(backups, archive, { target: options.recoveryTarget, timeline: options.timeline, backup: options.backup, standby: options.standby });
+  const [backups, archive, repository] = await Promise.all([
+    listBackups(options.storage, options.encryption),
+    ArchiveIndex.scan(options.storage, options.encryption),
+    readRepositoryInfo(options.storage),
+  ]);
+  const plan = await planRestore(backups, archive, {
+    target: options.recoveryTarget,
+    timeline: options.timeline,
+    backup: options.backup,
+    standby: options.standby,
+    systemIdentifier: repository?.systemIdentifier,
+  });
   log.info('restore plan', {
     backup: plan.backup.name,
     target: describeTarget(options.recoveryTarget),
