@@ -11,5 +11,6 @@ import * as keygen from './keygen.ts';
 import * as dumpPush from './dump-push.ts';
 import * as dumpList from './dump-list.ts';
 import * as dumpFetch from './dump-fetch.ts';
+import * as daemon from './daemon.ts';
 
-export const commands: { register(program: Command): void }[] = [walPush, walFetch, backupPush, backupList, backupFetch, restore, keygen, dumpPush, dumpList, dumpFetch];
+export const commands: { register(program: Command): void }[] = [walPush, walFetch, backupPush, backupList, backupFetch, restore, keygen, dumpPush, dumpList, dumpFetch, daemon];

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { basename } from 'node:path';
+import { spawn } from 'node:child_process';
+import { basename, resolve } from 'node:path';
 import { action, settingsHelp } from './context.ts';
 import { settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
@@ -20,16 +21,31 @@ export function register(program: Command): void {
     .argument('<dest>', 'where to write it (%p)')
     .option('--standby', 'running for a standby: report failures as "not there yet" (exit 1) after logging them, so the standby retries')
     .option('--recovery', 'treat failures as fatal for recovery (exit above 125); implied when <dest> is pg_wal/RECOVERY*')
-    .addHelpText('after', settingsHelp(['storage', 'identityFile', 'passphraseFile', 'storageTimeout', 'logFormat', 'logLevel'], settings))
+    .addHelpText('after', settingsHelp(['storage', 'identityFile', 'passphraseFile', 'prefetch', 'downloadConcurrency', 'daemonSocket', 'storageTimeout', 'logFormat', 'logLevel'], settings))
     .addHelpText('after', `\nExit codes: 0 restored; 1 not in the archive; under recovery any other failure exits ${recoveryFailureOffset} + its code (e.g. 132 corrupt object, 133 storage down) so PostgreSQL stops instead of ending recovery early.\n`)
     .action(
       action(
         'wal-fetch',
         async (ctx, name: string, dest: string) => {
-          const { fetchWalFile } = await import('../wal/fetch.ts');
+          const config = ctx.config;
+          if (config.daemonSocket) {
+            const { handOver, DaemonNotFound } = await import('../daemon/hand-over.ts');
+            try {
+              if (await handOver(config, { op: 'fetch', name, dest: resolve(dest) })) return;
+            } catch (err) {
+              if (!(err instanceof DaemonNotFound)) throw err;
+              log.debug('not in the archive', { file: name });
+              return ExitCode.notFound;
+            }
+          }
+          const { fetchForRecovery } = await import('../wal/fetch.ts');
           const { isNotFound } = await import('../storage/storage.ts');
           try {
-            await fetchWalFile(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption() });
+            await fetchForRecovery(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption() }, {
+              depth: config.prefetch,
+              waitMs: config.storageTimeout * 1000,
+              startPrefetcher: (walDir, first, segmentSize) => spawnPrefetcher(config.configPath, walDir, first, segmentSize),
+            });
           } catch (err) {
             if (!isNotFound(err)) throw err;
             log.debug('not in the archive', { file: name });
@@ -49,5 +65,54 @@ export function register(program: Command): void {
           },
         },
       ),
+    );
+  registerPrefetcher(program);
+}
+
+/**
+ * Start the prefetcher as a detached process (PostgreSQL waits only for this one), with the same
+ * environment and config file. Its output goes nowhere: whoever ran wal-fetch may be waiting for
+ * its stderr to close; a prefetch failure only means wal-fetch fetches that file itself later.
+ */
+function spawnPrefetcher(configPath: string | undefined, walDir: string, name: string, segmentSize: number): void {
+  const launcher = process.argv[1];
+  if (!launcher) return;
+  const args = [launcher, ...(configPath ? ['--config', resolve(configPath)] : []), 'wal-prefetch', resolve(walDir), name, String(segmentSize)];
+  try {
+    spawn(process.execPath, args, { detached: true, stdio: 'ignore', cwd: '/' }).unref();
+  } catch (err) {
+    log.debug('cannot start the prefetcher', { error: (err as Error).message });
+  }
+}
+
+/** The hidden `wal-prefetch` command: the detached prefetcher process of one pg_wal. */
+export function registerPrefetcher(program: Command): void {
+  program
+    .command('wal-prefetch', { hidden: true })
+    .description('(internal) fetch the segments after <name> into <pg_wal>/walship/prefetch until recovery stops asking')
+    .argument('<pg_wal>')
+    .argument('<name>')
+    .argument('<segment-size>')
+    .action(
+      action('wal-prefetch', async (ctx, walDir: string, name: string, segmentSize: string) => {
+        const { Prefetcher } = await import('../wal/prefetch.ts');
+        const { fetchWalFile } = await import('../wal/fetch.ts');
+        const { isNotFound } = await import('../storage/storage.ts');
+        const fetchCtx = { storage: await ctx.storage(), encryption: await ctx.encryption() };
+        let stopped!: () => void;
+        const done = new Promise<void>((r) => (stopped = r));
+        const prefetcher = new Prefetcher(walDir, {
+          depth: ctx.config.prefetch,
+          concurrency: ctx.config.downloadConcurrency,
+          idleMs: 60_000,
+          fetch: (n, dest) => fetchWalFile(n, dest, fetchCtx),
+          isNotFound,
+          onStop: stopped,
+        });
+        if (!(await prefetcher.start())) return; // another one runs for this pg_wal
+        for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => void prefetcher.stop());
+        prefetcher.hint(name, Number(segmentSize));
+        await done;
+      }),
     );
 }

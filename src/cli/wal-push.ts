@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolve } from 'node:path';
 import { action, settingsHelp } from './context.ts';
 import { settings } from '../config/settings.ts';
 
@@ -8,11 +9,28 @@ export function register(program: Command): void {
     .description('archive one WAL file (archive_command = \'walship wal-push %p\'); exit 0 only once it is durable')
     .argument('<path>', 'the WAL file PostgreSQL asks to archive (%p)')
     .option('--allow-unencrypted', 'store it unencrypted even if the repository is encrypted (WALSHIP_ALLOW_UNENCRYPTED)')
-    .addHelpText('after', settingsHelp(['storage', 'compression', 'compressionLevel', 'recipients', 'recipientsFile', 'passphraseFile', 'passphraseWorkFactor', 'identityFile', 'allowUnencrypted', 'storageTimeout', 'logFormat', 'logLevel'], settings))
-    .action(
-      action('wal-push', async (ctx, path: string) => {
-        const { pushWalFile } = await import('../wal/push.ts');
-        await pushWalFile(path, { storage: await ctx.storage(), encode: await ctx.encodeOptions(), encryption: await ctx.encryption(), allowUnencrypted: ctx.config.allowUnencrypted });
-      }, { overrides: (flags) => ({ allowUnencrypted: flags.allowUnencrypted ? true : undefined }) }),
-    );
+    .addHelpText('after', settingsHelp(['storage', 'compression', 'compressionLevel', 'recipients', 'recipientsFile', 'passphraseFile', 'passphraseWorkFactor', 'identityFile', 'allowUnencrypted', 'lookahead', 'uploadConcurrency', 'daemonSocket', 'storageTimeout', 'logFormat', 'logLevel'], settings))
+    .action(async (path: string, ...rest: unknown[]) => {
+      // A lookahead (or the daemon) already made this file durable: exit 0 before loading anything.
+      // (bin/walship does the same check in sh, before Node starts; this covers other launchers.)
+      const { consumeMarker } = await import('../wal/lookahead.ts');
+      if (await consumeMarker(path)) process.exit(0);
+      await work(path, ...rest);
+    });
+  const work = action(
+    'wal-push',
+    async (ctx, path: string) => {
+      const config = ctx.config;
+      if (config.daemonSocket) {
+        const { handOver } = await import('../daemon/hand-over.ts');
+        if (await handOver(config, { op: 'push', path: resolve(path) })) return;
+      }
+      const [{ pushWalFile }, { pushWithLookahead }] = await Promise.all([import('../wal/push.ts'), import('../wal/lookahead.ts')]);
+      const pushCtx = { storage: await ctx.storage(), encode: await ctx.encodeOptions(), encryption: await ctx.encryption(), allowUnencrypted: config.allowUnencrypted };
+      const push = (file: string) => pushWalFile(file, pushCtx);
+      if (config.lookahead > 0) await pushWithLookahead(path, push, { lookahead: config.lookahead, concurrency: config.uploadConcurrency });
+      else await push(path);
+    },
+    { overrides: (flags) => ({ allowUnencrypted: flags.allowUnencrypted ? true : undefined }) },
+  );
 }

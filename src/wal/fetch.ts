@@ -7,6 +7,8 @@ import { lsnOfSegment, parseWalFileName, segmentNumber, formatLsn } from '../pg/
 import { longHeaderSize, parseSegmentHeader } from '../pg/wal-page.ts';
 import { keys } from '../repository.ts';
 import type { Storage } from '../storage/storage.ts';
+import { walDirOf } from './lookahead.ts';
+import { dropOtherTimelines, takeFromSpool, tellPrefetcher } from './prefetch.ts';
 
 export interface WalFetchContext {
   storage: Storage;
@@ -55,4 +57,46 @@ async function checkFetchedSegment(handle: import('node:fs/promises').FileHandle
   if (header.pageAddress !== expected) {
     throw integrityError(`archived ${name}: holds the segment for LSN ${formatLsn(header.pageAddress)}, not ${formatLsn(expected)}`);
   }
+}
+
+export interface PrefetchHooks {
+  /** Segments to fetch ahead (0 = off). */
+  depth: number;
+  /** How long to wait for a prefetcher already downloading the requested segment. */
+  waitMs: number;
+  /** Start a prefetcher for this pg_wal (a detached process, or one inside the daemon). */
+  startPrefetcher(walDir: string, name: string, segmentSize: number): void;
+}
+
+export type FetchSource = 'spool' | 'storage';
+
+/**
+ * wal-fetch as restore_command runs it: a segment PostgreSQL asks for into pg_wal is taken from
+ * the prefetch spool when a verified copy is there (one rename), else fetched from storage; either
+ * way the prefetcher learns the position and keeps the next segments coming.
+ */
+export async function fetchForRecovery(
+  name: string,
+  dest: string,
+  ctx: WalFetchContext,
+  hooks: PrefetchHooks | undefined,
+): Promise<{ size: number; source: FetchSource }> {
+  const walDir = walDirOf(dest);
+  const wal = parseWalFileName(name);
+  if (!hooks || hooks.depth <= 0 || !walDir || wal?.kind !== 'segment') return { size: await fetchWalFile(name, dest, ctx), source: 'storage' };
+  let size = await takeFromSpool(walDir, name, dest);
+  if (size !== undefined) {
+    if ((await tellPrefetcher(walDir, name, size)) === undefined) hooks.startPrefetcher(walDir, name, size);
+    return { size, source: 'spool' };
+  }
+  await dropOtherTimelines(walDir, name);
+  const answer = await tellPrefetcher(walDir, name, undefined, hooks.waitMs);
+  if (answer === 'have') {
+    size = await takeFromSpool(walDir, name, dest);
+    if (size !== undefined) return { size, source: 'spool' };
+  }
+  size = await fetchWalFile(name, dest, ctx);
+  if (answer === undefined) hooks.startPrefetcher(walDir, name, size);
+  else await tellPrefetcher(walDir, name, size);
+  return { size, source: 'storage' };
 }
