@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { encodeObject, type EncodeOptions } from '../codec/codec.ts';
 import { postgresError, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
-import { keys } from '../repository.ts';
+import { checkRepositoryEncryption, keys } from '../repository.ts';
 import { isExists, type Storage } from '../storage/storage.ts';
 import { version as walshipVersion } from '../version.ts';
 import { archiveHeaderMaxBytes, parseArchiveHeader, type ArchiveHeader } from './archive-header.ts';
@@ -14,6 +14,14 @@ export interface DumpPushContext {
   storage: Storage;
   encode: EncodeOptions;
   tools: PgTools;
+  /** WALSHIP_ALLOW_UNENCRYPTED: store unencrypted dumps in a repository walship.json records as encrypted. */
+  allowUnencrypted?: boolean | undefined;
+}
+
+/** Like every writer: never store plaintext in an encrypted repository by accident (exit 3), record new encryption. */
+async function checkEncryption(ctx: DumpPushContext): Promise<void> {
+  const { encryptionRecord } = await import('../codec/keys.ts');
+  await checkRepositoryEncryption(ctx.storage, undefined, encryptionRecord(ctx.encode.encryption), { allowUnencrypted: ctx.allowUnencrypted });
 }
 
 /**
@@ -22,6 +30,7 @@ export interface DumpPushContext {
  * and the manifest records the database pg_dump actually connected to.
  */
 export async function pushDatabaseDump(ctx: DumpPushContext, database: string | undefined): Promise<DumpManifest> {
+  await checkEncryption(ctx);
   const started = new Date();
   const dump = new ToolOutput(ctx.tools, 'pg_dump', [...pgDumpArgs, ...(database === undefined ? [] : ['-d', database])]);
   let header: ArchiveHeader;
@@ -54,6 +63,7 @@ export async function pushDatabaseDump(ctx: DumpPushContext, database: string | 
  * under one name and one manifest. Like pg_dumpall, each database is its own snapshot.
  */
 export async function pushClusterDump(ctx: DumpPushContext): Promise<DumpManifest> {
+  await checkEncryption(ctx);
   const started = new Date();
   const { serverVersion, databases } = await clusterFacts(ctx.tools);
   const pgDumpVersion = await toolVersion(ctx.tools, 'pg_dump');

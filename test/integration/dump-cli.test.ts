@@ -9,7 +9,8 @@
  * - the stored object is readable with standard tools alone (`zstd -d | pg_restore --list`);
  * - --all: globals (roles) plus every database, fetched into a directory;
  * - an encrypted dump (WALSHIP_RECIPIENTS) is decrypted with the `age` CLI and read by
- *   `pg_restore --list` (skipped while src/codec/keys.ts does not encrypt);
+ *   `pg_restore --list`; an unencrypted dump-push into a repository recorded as encrypted is
+ *   refused (skipped while src/codec/keys.ts does not encrypt);
  * - failures: missing database, wrong password, pg_dump dying mid-stream (exit 6, pg_dump's own
  *   message on one line, nothing listed, no object left), disk full on fetch (a 64 KiB tmpfs, as
  *   root: exit 2, no partial file), an existing output file and a non-empty target (exit 3).
@@ -314,7 +315,14 @@ describe('dump-push, dump-list, dump-fetch on PostgreSQL 15', { concurrency: fal
     const encRepo = join(work, 'encrypted');
     const push = { ...env, WALSHIP_STORAGE: `file://${encRepo}`, WALSHIP_RECIPIENTS: recipient };
     const read = { ...env, WALSHIP_STORAGE: `file://${encRepo}`, WALSHIP_IDENTITY_FILE: keyFile };
+    // A repository that WAL archiving has claimed (walship.json) learns that it is encrypted now.
+    await mkdir(encRepo);
+    await writeFile(join(encRepo, 'walship.json'), JSON.stringify({ format: 1, systemIdentifier: '7000000000000000001', created: new Date().toISOString() }));
     const name = ok(await walship(['dump-push', '--dbname', 'app'], push), 'encrypted dump-push').stdout.toString().trim();
+    assert.ok(JSON.parse(await readFile(join(encRepo, 'walship.json'), 'utf8')).encryption, 'walship.json records the encryption');
+    const plain = await walship(['dump-push', '--dbname', 'app'], { ...env, WALSHIP_STORAGE: `file://${encRepo}` });
+    assert.equal(plain.code, 3, plain.stderr);
+    assert.match(plain.stderr, /refusing to store unencrypted objects/);
     const object = join(encRepo, 'dumps', name, 'dump');
     assert.ok((await readFile(object)).subarray(0, 22).equals(Buffer.from('age-encryption.org/v1\n')), 'the stored dump is an age file');
     assert.ok((await readFile(join(encRepo, 'dumps', name, 'manifest.json'))).subarray(0, 22).equals(Buffer.from('age-encryption.org/v1\n')), 'so is its manifest');
