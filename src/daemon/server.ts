@@ -57,8 +57,11 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
 
   /** Uploads running, by WAL name: a request for a name already being pushed waits for that push. */
   const pushing = new Map<string, Promise<void>>();
-  /** Names pushed on request recently: PostgreSQL is about to mark them .done, do not push them again. */
-  const recentlyRequested = new Map<string, number>();
+  /**
+   * Names made durable recently (on request or ahead): between PostgreSQL's call and its rename of
+   * .ready to .done, the .ready file is still there; do not push those again.
+   */
+  const recentlyDone = new Map<string, number>();
   const prefetchers = new Map<string, Prefetcher>();
   let closing = false;
   let queued = 0;
@@ -73,6 +76,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       try {
         const { size } = await stat(path);
         await pushWalFile(path, options.push);
+        recentlyDone.set(name, Date.now());
         if (via === 'lookahead') await writeMarker(join(path, '..'), name);
         counters.pushed++;
         counters.pushedBytes += size;
@@ -106,9 +110,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       const [ready, present] = await Promise.all([readyFiles(walDir), markers(walDir)]);
       if (present.size) await sweepMarkers(walDir, ready, present);
       const now = Date.now();
-      for (const [name, at] of recentlyRequested) if (now - at > 60_000) recentlyRequested.delete(name);
+      for (const [name, at] of recentlyDone) if (now - at > 120_000) recentlyDone.delete(name);
       const todo = ready.filter(
-        (n) => !present.has(n) && !pushing.has(n) && !recentlyRequested.has(n) && now - (failedAt.get(n) ?? 0) > 5000,
+        (n) => !present.has(n) && !pushing.has(n) && !recentlyDone.has(n) && now - (failedAt.get(n) ?? 0) > 5000,
       );
       metrics.queueDepth.set(ready.filter((n) => !present.has(n)).length);
       queued = todo.length;
@@ -175,7 +179,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           // push it again below, and report that attempt's outcome
         }
       }
-      recentlyRequested.set(name, Date.now());
       await pushOne(path, 'request');
       return { ok: true, result: 'stored' };
     }
