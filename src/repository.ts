@@ -16,6 +16,8 @@ export const keys = {
   backupSummary: (name: string) => `backups/${name}/summary.json`,
   /** backup-mark's pin (JSON {"permanent": bool}); overrides the manifest's permanent flag without rewriting the backup. */
   backupMark: (name: string) => `backups/${name}/mark.json`,
+  /** Written by `delete` before it removes a backup's manifest: leftovers carrying it are garbage at once, not a backup-push in progress. */
+  backupDeleting: (name: string) => `backups/${name}/deleting`,
   dumpsPrefix: 'dumps/',
   dumpPrefix: (name: string) => `dumps/${name}/`,
   /** One payload of a dump: `dump` (one database, pg_dump -Fc), `globals.sql`, `databases/<nnnn>.dump`. */

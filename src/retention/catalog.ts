@@ -27,6 +27,8 @@ export interface BackupObjects {
   modified: Date;
   hasManifest: boolean;
   hasMark: boolean;
+  /** `delete` had started removing it (tombstone). */
+  deleting: boolean;
 }
 
 export interface BackupCatalog {
@@ -49,13 +51,14 @@ export async function listBackupObjects(storage: Storage): Promise<Map<string, B
     if (cut <= 0) continue;
     const name = rest.slice(0, cut);
     let entry = byName.get(name);
-    if (!entry) byName.set(name, (entry = { name, keys: [], bytes: 0, modified: new Date(0), hasManifest: false, hasMark: false }));
+    if (!entry) byName.set(name, (entry = { name, keys: [], bytes: 0, modified: new Date(0), hasManifest: false, hasMark: false, deleting: false }));
     entry.keys.push(object.key);
     entry.bytes += object.size;
     if (object.modified > entry.modified) entry.modified = object.modified;
     const file = rest.slice(cut + 1);
     if (file === 'manifest.json') entry.hasManifest = true;
     if (object.key === keys.backupMark(name)) entry.hasMark = true;
+    if (object.key === keys.backupDeleting(name)) entry.deleting = true;
   }
   return byName;
 }
@@ -119,7 +122,7 @@ export async function loadBackupCatalog(storage: Storage, encryption: Encryption
   for (const entry of objects.values()) {
     if (summaries.has(entry.name) || entry.hasManifest) continue;
     const mark = entry.hasMark ? await readMark(storage, entry.name).catch(() => undefined) : undefined;
-    incomplete.push({ name: entry.name, modified: entry.modified, bytes: entry.bytes, objects: entry.keys.length, permanentMark: mark?.permanent });
+    incomplete.push({ name: entry.name, modified: entry.modified, bytes: entry.bytes, objects: entry.keys.length, permanentMark: mark?.permanent, deleting: entry.deleting });
   }
   const segmentSize = listed.find((s) => Number.isInteger(s.walSegmentSize))?.walSegmentSize;
   return { backups, summaries, incomplete, objects, segmentSize };

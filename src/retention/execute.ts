@@ -1,9 +1,10 @@
 /**
  * Carry out a retention plan in an order that is safe against kill -9 at any point:
  *
- * 1. Backups, oldest first, each manifest first: from that moment the backup is "incomplete"
- *    (no listing, restore or LATEST sees it) and its remaining objects are garbage that the next
- *    `delete` removes; never a listed backup with missing parts.
+ * 1. Backups, oldest first: a tombstone (backups/<name>/deleting), then the manifest: from that
+ *    moment the backup is "incomplete" (no listing, restore or LATEST sees it) and its remaining
+ *    objects are garbage that the next `delete` removes at once (the tombstone tells them from a
+ *    backup-push in progress); never a listed backup with missing parts. The tombstone goes last.
  * 2. Incomplete backups past the safety age.
  * 3. WAL, in ascending segment order, only after every backup that needed it is gone, and only
  *    WAL below the floor of the backups that stay: an interruption leaves the oldest WAL missing,
@@ -31,9 +32,14 @@ export interface ExecuteResult {
 }
 
 /** Storage batch size (S3 DeleteObjects takes at most 1000 keys). */
-const batchSize = 1000;
+const defaultBatchSize = 1000;
 
-export async function executePlan(storage: Storage, plan: RetentionPlan, hooks: { afterDelete?: (what: string) => void } = {}): Promise<ExecuteResult> {
+export async function executePlan(
+  storage: Storage,
+  plan: RetentionPlan,
+  hooks: { afterDelete?: (what: string) => void; batchSize?: number } = {},
+): Promise<ExecuteResult> {
+  const batchSize = hooks.batchSize ?? defaultBatchSize;
   const result: ExecuteResult = { backups: 0, incomplete: 0, wal: 0, temp: 0, objects: 0, bytes: 0, skipped: [] };
   const remove = async (list: string[]) => {
     for (let i = 0; i < list.length; i += batchSize) {
@@ -49,9 +55,13 @@ export async function executePlan(storage: Storage, plan: RetentionPlan, hooks: 
       result.skipped.push(backup.name);
       continue;
     }
+    await storage.put(keys.backupDeleting(backup.name), Buffer.from(`${new Date().toISOString()}\n`));
     await storage.delete([keys.backupManifest(backup.name)]);
     hooks.afterDelete?.(`manifest ${backup.name}`);
-    await remove(await listKeys(storage, keys.backupPrefix(backup.name)));
+    const tombstone = keys.backupDeleting(backup.name);
+    await remove((await listKeys(storage, keys.backupPrefix(backup.name))).filter((k) => k !== tombstone));
+    hooks.afterDelete?.(`objects ${backup.name}`);
+    await storage.delete([tombstone]);
     result.backups++;
     result.objects++;
     result.bytes += backup.bytes;
@@ -66,7 +76,10 @@ export async function executePlan(storage: Storage, plan: RetentionPlan, hooks: 
       result.skipped.push(backup.name);
       continue;
     }
-    await remove(rest);
+    // The tombstone (if any) last, so an interruption here still leaves it marked as deleting.
+    const tombstone = keys.backupDeleting(backup.name);
+    await remove(rest.filter((k) => k !== tombstone));
+    if (rest.includes(tombstone)) await remove([tombstone]);
     result.incomplete++;
     result.bytes += backup.bytes;
     log.info('incomplete backup deleted', { backup: backup.name, objects: rest.length });

@@ -19,7 +19,8 @@
  *   age (a backup-push in progress) lowers the floor to its start segment too.
  * - .history files are never deleted; objects under wal/ that are not WAL names are never touched.
  * - Incomplete backups (no manifest) and stale temporary files are deleted only once older than
- *   the safety age (their newest object's modification time: the only clock they have).
+ *   the safety age (their newest object's modification time: the only clock they have), except
+ *   the leftovers of an interrupted delete, which carry its tombstone.
  */
 import { refusedError, usageError } from '../errors.ts';
 import { segmentFileName, segmentNumber, type WalFileKind } from '../pg/wal-names.ts';
@@ -48,6 +49,8 @@ export interface IncompleteBackup {
   objects: number;
   /** A permanent mark found on it (never deleted automatically). */
   permanentMark?: boolean | undefined;
+  /** Left by an interrupted `delete` (its tombstone is there): garbage at once, whatever its age. */
+  deleting?: boolean | undefined;
 }
 
 export interface WalObject {
@@ -263,6 +266,7 @@ export function planRetention(input: PlanInput): RetentionPlan {
     if (names.has(inc.name)) continue;
     const age = now - inc.modified.getTime();
     if (inc.permanentMark) keepIncomplete.push({ backup: inc, reason: 'no manifest, but marked permanent: left for you to inspect' });
+    else if (inc.deleting) deleteIncomplete.push({ backup: inc, reason: 'left by an interrupted delete' });
     else if (age >= input.garbageAgeMs) deleteIncomplete.push({ backup: inc, reason: `no manifest, untouched for ${formatAge(age)}: an interrupted backup-push or delete` });
     else keepIncomplete.push({ backup: inc, reason: `no manifest yet, modified ${formatAge(Math.max(0, age))} ago: may be a backup-push in progress` });
   }
