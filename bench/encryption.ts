@@ -28,6 +28,10 @@ export interface EncryptionBenchResult {
   ratio: number;
   /** The same ratio from the means, as a check on the medians. */
   meanRatio: number;
+  /** Mean CPU time (user + system) of one process, milliseconds, and their ratio: less disturbed by other load. */
+  zstdCpuMs: number;
+  zstdAgeCpuMs: number;
+  cpuRatio: number;
   /** Median with WALSHIP_PASSPHRASE_FILE (scrypt at the default work factor), when measured. */
   passphraseMs?: number | undefined;
   target: number;
@@ -42,12 +46,20 @@ export interface EncryptionBenchOptions {
   log?: (line: string) => void;
 }
 
-function pushOnce(path: string, env: Record<string, string>): Promise<number> {
+/**
+ * One `walship wal-push` process: wall time, and its CPU time (user + system, all threads, as the
+ * shell's `times` reports for its children), which other load on the machine disturbs less.
+ */
+function pushOnce(path: string, env: Record<string, string>): Promise<{ wall: number; cpu: number }> {
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
-    execFile(walship, ['wal-push', path], { env: { PATH: '/usr/local/bin:/usr/bin:/bin', ...env } }, (err, _stdout, stderr) => {
-      if (err) reject(new Error(`walship wal-push ${path}: ${err.message}\n${stderr}`));
-      else resolve(Number(process.hrtime.bigint() - start) / 1e6);
+    execFile('/bin/sh', ['-c', '"$0" wal-push "$1" && times', walship, path], { env: { PATH: '/usr/local/bin:/usr/bin:/bin', ...env } }, (err, stdout, stderr) => {
+      const wall = Number(process.hrtime.bigint() - start) / 1e6;
+      if (err) return reject(new Error(`walship wal-push ${path}: ${err.message}\n${stderr}`));
+      // `times`: the shell's own user/system times, then its children's: "0m0.080000s 0m0.040000s".
+      const children = stdout.trim().split('\n').pop() ?? '';
+      const secs = [...children.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+      resolve({ wall, cpu: secs.length === 2 ? (secs[0]! + secs[1]!) * 1000 : Number.NaN });
     });
   });
 }
@@ -89,13 +101,18 @@ export async function run(options: EncryptionBenchOptions = {}): Promise<Encrypt
       paths.push(path);
     }
     const times = new Map<string, number[]>(modes.map((m) => [m.name, []]));
+    const cpu = new Map<string, number[]>(modes.map((m) => [m.name, []]));
     const envOf = (m: (typeof modes)[number]) => ({ WALSHIP_CONFIG: config, WALSHIP_STORAGE: `file://${join(dir, `repo-${m.name}`)}`, ...m.env });
     // Warm-up: the first segment in every mode (page cache, compile cache), not counted.
     for (const m of modes) await pushOnce(paths[0]!, envOf(m));
     for (let i = 1; i <= count; i++) {
       // Alternate the order too, so neither mode always runs right after the other.
       const order = i % 2 ? modes : [...modes].reverse();
-      for (const m of order) times.get(m.name)!.push(await pushOnce(paths[i]!, envOf(m)));
+      for (const m of order) {
+        const t = await pushOnce(paths[i]!, envOf(m));
+        times.get(m.name)!.push(t.wall);
+        cpu.get(m.name)!.push(t.cpu);
+      }
     }
     const zstd = times.get('zstd')!;
     const age = times.get('zstd+age')!;
@@ -108,12 +125,15 @@ export async function run(options: EncryptionBenchOptions = {}): Promise<Encrypt
       zstdAgeMs: Math.round(median(age) * 10) / 10,
       ratio: Math.round(ratio * 1000) / 1000,
       meanRatio: Math.round((mean(age) / mean(zstd)) * 1000) / 1000,
+      zstdCpuMs: Math.round(mean(cpu.get('zstd')!)),
+      zstdAgeCpuMs: Math.round(mean(cpu.get('zstd+age')!)),
+      cpuRatio: Math.round((mean(cpu.get('zstd+age')!) / mean(cpu.get('zstd')!)) * 1000) / 1000,
       passphraseMs: pass ? Math.round(median(pass) * 10) / 10 : undefined,
       target: 1.1,
       meetsTarget: ratio <= 1.1,
     };
     log(
-      `encryption: wal-push per 16 MiB segment, median of ${count}: zstd ${result.zstdMs} ms, zstd+age ${result.zstdAgeMs} ms, ratio ${result.ratio} (target <= ${result.target}: ${result.meetsTarget ? 'met' : 'MISSED'})` +
+      `encryption: wal-push per 16 MiB segment, median of ${count}: zstd ${result.zstdMs} ms, zstd+age ${result.zstdAgeMs} ms, ratio ${result.ratio} (target <= ${result.target}: ${result.meetsTarget ? 'met' : 'MISSED'}); CPU per process ${result.zstdCpuMs} vs ${result.zstdAgeCpuMs} ms, ratio ${result.cpuRatio}` +
         (result.passphraseMs !== undefined ? `; zstd+passphrase (scrypt 2^15) ${result.passphraseMs} ms` : ''),
     );
     return result;
