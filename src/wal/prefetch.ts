@@ -231,6 +231,11 @@ export class Prefetcher {
 
   async #tick(): Promise<void> {
     if (this.#stopping) return;
+    // The data directory went away (cluster removed, test over): nothing left to prefetch for.
+    if (!(await stat(this.walDir).catch(() => undefined))) {
+      void this.stop();
+      return;
+    }
     // Files handed over (renamed away by wal-fetch, also from bin/walship) move the window.
     for (const name of [...this.#spooled]) {
       const there = await stat(join(this.spool, name)).then(

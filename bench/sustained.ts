@@ -1,0 +1,144 @@
+/**
+ * Archive lag under load: a PostgreSQL 15 cluster runs pgbench at full speed with each archiver in
+ * turn; the number of `.ready` files in pg_wal/archive_status (segments written, not yet archived)
+ * is sampled every 200 ms. Reported: peak and mean backlog, segments written, time to drain after
+ * pgbench stops, and pgbench's tps (the archiver competes with the database for the 2 cores).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { makeServerOwnedDir, serverUser, startCluster, type Cluster } from '../test/helpers/pg-cluster.ts';
+import { cleanEnv, walshipBin, type BenchContext } from './lib.ts';
+import { setupPgBackRest } from './pgbackrest.ts';
+
+const SECTION = 'sustained: pgbench at full speed, archive lag (.ready files)';
+
+interface Variant {
+  name: string;
+  /** Set up the archiver; returns archive_command, extra server env, and a teardown. */
+  setup(dir: string, dataDir: () => string): Promise<{ command: string; env: Record<string, string>; afterStart?: (c: Cluster) => Promise<void>; teardown?: () => Promise<void> }>;
+}
+
+export async function run(ctx: BenchContext): Promise<void> {
+  const seconds = ctx.quick ? 20 : 120;
+  const user = serverUser();
+  const variants: Variant[] = [
+    {
+      name: 'walship wal-push, one process per segment (lookahead 0)',
+      setup: async (dir) => ({ command: `${walshipBin} wal-push %p`, env: { WALSHIP_STORAGE: `file://${dir}/repo`, WALSHIP_LOOKAHEAD: '0' } }),
+    },
+    {
+      name: 'walship wal-push, lookahead 8, 2 parallel (default)',
+      setup: async (dir) => ({ command: `${walshipBin} wal-push %p`, env: { WALSHIP_STORAGE: `file://${dir}/repo` } }),
+    },
+    {
+      name: 'walship via daemon (2 parallel)',
+      setup: async (dir) => {
+        const socket = path.join(dir, 'd.sock');
+        const env = { WALSHIP_STORAGE: `file://${dir}/repo`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off' };
+        let daemon: ChildProcess | undefined;
+        return {
+          command: `${walshipBin} wal-push %p`,
+          env,
+          afterStart: async (c) => {
+            daemon = spawn(walshipBin, ['daemon', '--pgdata', c.dataDir], { env: cleanEnv(env), stdio: 'ignore', uid: user.uid, gid: user.gid, cwd: '/' });
+            for (let i = 0; i < 100 && !fs.existsSync(socket); i++) await sleep(100);
+          },
+          teardown: async () => {
+            if (!daemon || daemon.exitCode !== null) return;
+            const exited = new Promise((r) => daemon!.once('exit', r));
+            daemon.kill('SIGTERM');
+            await Promise.race([exited, sleep(30_000)]);
+          },
+        };
+      },
+    },
+    {
+      name: 'pgBackRest archive-push async, zst-1, process-max 2',
+      setup: async (dir, dataDir) => {
+        const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), dataDir(), { compressType: 'zst', compressLevel: 1, async: true, processMax: 2, owner: user });
+        return { command: `pgbackrest ${pgbr.args('archive-push', '%p').join(' ')}`, env: {} };
+      },
+    },
+  ];
+
+  for (const variant of variants) {
+    ctx.log(`  ${variant.name}: ${seconds} s of pgbench`);
+    const dir = await makeServerOwnedDir('walship-bench-sus-');
+    // The cluster is made first (archiving to /bin/true), so the archiver set-up can read its pg_control.
+    const c = await startCluster({
+      major: 15,
+      settings: { archive_mode: 'on', archive_command: '/bin/true', wal_level: 'replica', max_wal_size: '2GB', checkpoint_timeout: '30min' },
+    });
+    let teardown: (() => Promise<void>) | undefined;
+    try {
+      await c.pgbench(['-i', '-s', '10', '-q'], { timeoutMs: 600_000 });
+      await c.sql('CHECKPOINT');
+      fs.mkdirSync(path.join(dir, 'repo'));
+      fs.chownSync(path.join(dir, 'repo'), user.uid, user.gid);
+      const setup = await variant.setup(dir, () => c.dataDir);
+      teardown = setup.teardown;
+      // The archive command runs in the server's environment: restart it with the archiver's.
+      await c.stop();
+      const { appendSettings } = await import('../test/helpers/pg-cluster.ts');
+      await appendSettings(c.dataDir, { archive_command: setup.command });
+      await restartWithEnv(c, setup.env);
+      await setup.afterStart?.(c);
+      const status = path.join(c.dataDir, 'pg_wal', 'archive_status');
+      const countReady = () => fs.readdirSync(status).filter((f) => f.endsWith('.ready')).length;
+      const startSeg = await c.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
+      let peak = 0;
+      let samples = 0;
+      let total = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const n = countReady();
+          peak = Math.max(peak, n);
+          total += n;
+          samples++;
+          await sleep(200);
+        }
+      })();
+      const bench = await c.pgbench(['-c', '4', '-j', '2', '-T', String(seconds)], { timeoutMs: (seconds + 120) * 1000 });
+      const endSeg = await c.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
+      const drainStart = Date.now();
+      while (countReady() > 0 && Date.now() - drainStart < 300_000) await sleep(200);
+      const drain = (Date.now() - drainStart) / 1000;
+      sampling = false;
+      await sampler;
+      const failed = await c.sql('SELECT failed_count FROM pg_stat_archiver');
+      const tps = /tps = ([\d.]+)/.exec(bench)?.[1] ?? '?';
+      const written = parseInt(endSeg.slice(8), 16) - parseInt(startSeg.slice(8), 16);
+      ctx.record({
+        section: SECTION,
+        name: variant.name,
+        value: `peak ${peak}, mean ${(total / Math.max(1, samples)).toFixed(1)} ready; ${written} segments in ${seconds} s; drained in ${drain.toFixed(1)} s; ${tps} tps; archiver failures ${failed}`,
+      });
+      ctx.log(`    peak ${peak} ready, ${written} segments, drain ${drain.toFixed(1)} s, ${tps} tps, failures ${failed}`);
+    } finally {
+      await c.remove().catch(() => {});
+      await teardown?.().catch(() => {});
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Stop is done; start the same cluster again with `env` added to the server's environment (its archive_command inherits it). */
+async function restartWithEnv(c: Cluster, env: Record<string, string>): Promise<void> {
+  // Cluster.start() passes this process's environment (at that moment) to the server.
+  const saved: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(env)) {
+    saved[k] = process.env[k];
+    process.env[k] = v;
+  }
+  try {
+    await c.start();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
