@@ -18,9 +18,31 @@ export class FileStorage implements Storage {
   readonly location: string;
   readonly root: string;
 
+  #rootChecked: Promise<void> | undefined;
+
   constructor(root: string) {
     this.root = root;
     this.location = `file://${root}`;
+  }
+
+  /**
+   * The repository directory must already exist: walship never creates it. If it is a mount point
+   * that is not mounted, creating it would fill the local disk, and reading from it would answer
+   * "no such WAL file", which ends PostgreSQL's recovery early.
+   */
+  #checkRoot(): Promise<void> {
+    this.#rootChecked ??= stat(this.root).then(
+      (info) => {
+        if (!info.isDirectory()) throw storageError(`storage ${this.location}: ${this.root} is not a directory`);
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') {
+          throw storageError(`storage ${this.location}: repository directory ${this.root} does not exist (not mounted? create it first: mkdir -p ${this.root})`);
+        }
+        throw this.#fail('open repository', this.root, err);
+      },
+    );
+    return this.#rootChecked;
   }
 
   #path(key: string): string {
@@ -33,6 +55,7 @@ export class FileStorage implements Storage {
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<void> {
     const target = this.#path(key);
     const dir = dirname(target);
+    await this.#checkRoot();
     await this.#io('create directory', dir, () => mkdir(dir, { recursive: true, mode: 0o750 }));
     const temp = join(dir, `${tempPrefix}${key.split('/').pop()}.${process.pid}.${randomBytes(4).toString('hex')}`);
     try {
@@ -65,6 +88,7 @@ export class FileStorage implements Storage {
 
   async get(key: string): Promise<Readable> {
     const path = this.#path(key);
+    await this.#checkRoot();
     let handle;
     try {
       handle = await open(path, 'r');
@@ -78,6 +102,7 @@ export class FileStorage implements Storage {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     const path = this.#path(key);
+    await this.#checkRoot();
     try {
       const info = await stat(path);
       return info.isFile() ? { key, size: info.size, modified: info.mtime } : undefined;
@@ -92,6 +117,7 @@ export class FileStorage implements Storage {
     // Walk only the directory the prefix points into; names are filtered by the prefix's last part.
     const cut = prefix.lastIndexOf('/');
     const dirKey = cut >= 0 ? prefix.slice(0, cut) : '';
+    await this.#checkRoot();
     yield* this.#walk(dirKey, prefix);
   }
 
@@ -121,6 +147,7 @@ export class FileStorage implements Storage {
   }
 
   async delete(keys: readonly string[]): Promise<void> {
+    await this.#checkRoot();
     const dirs = new Set<string>();
     for (const key of keys) {
       const path = this.#path(key);

@@ -80,7 +80,8 @@ export class GcsStorage implements Storage {
         autoRetry: true,
         maxRetries: policy.maxAttempts - 1,
         retryDelayMultiplier: 2,
-        maxRetryDelay: policy.maxDelayMs / 1000,
+        // The client's backoff starts at 1 s; its cap must not be below that.
+        maxRetryDelay: Math.max(1, policy.maxDelayMs / 1000),
         totalTimeout: policy.deadlineMs / 1000,
         idempotencyStrategy: IdempotencyStrategy.RetryAlways,
         retryableErrorFn: (err) => {

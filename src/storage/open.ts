@@ -1,7 +1,7 @@
 import type { StorageUrl } from '../config/storage-url.ts';
 import type { Storage } from './storage.ts';
 import { withDeadline } from './deadline.ts';
-import { RetryPolicy } from './retry.ts';
+import { RetryPolicy, type RetryOptions } from './retry.ts';
 
 export interface StorageOptions {
   /** Seconds one operation may take, retries included (setting storageTimeout). */
@@ -12,6 +12,8 @@ export interface StorageOptions {
   log?: (line: string) => void;
   /** Where credentials are read from; default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** Backoff tuning (tests, benchmarks); defaults in RetryPolicy. */
+  retry?: Pick<RetryOptions, 'maxAttempts' | 'baseDelayMs' | 'maxDelayMs'>;
 }
 
 /**
@@ -30,6 +32,7 @@ export async function openStorage(url: StorageUrl, options: StorageOptions): Pro
       deadlineMs,
       attemptTimeoutMs: options.attemptTimeoutSeconds !== undefined ? options.attemptTimeoutSeconds * 1000 : undefined,
       log: options.log,
+      ...options.retry,
     });
   const env = options.env ?? process.env;
   let backend: Storage;

@@ -113,7 +113,8 @@ const transientNames = new Set([
   'ERR_STREAM_PREMATURE_CLOSE',
   'REQUEST_SEND_ERROR', // Azure core: network failure
 ]);
-const transientMessage = /socket hang up|ECONNRESET|EPIPE|premature close|aborted|other side closed|network (socket )?(error|disconnected)|timed? ?out|request timeout/i;
+const transientMessage =
+  /socket hang up|ECONNRESET|EPIPE|premature close|aborted|other side closed|network (socket )?(error|disconnected)|timed? ?out|request timeout|received less data than required/i;
 
 /** The HTTP status an SDK error carries, whatever the SDK. */
 export function statusOf(err: unknown): number | undefined {
@@ -322,7 +323,9 @@ export class RetryPolicy {
           } catch (err) {
             source.destroy();
             failures++;
-            if (size === undefined || !isTransient(err) || failures >= policy.maxAttempts) throw policy.fail(what, err, failures);
+            // An abort we did not ask for (the connection went away under the SDK) is an interruption too.
+            const interrupted = isTransient(err) || (err as Error)?.name === 'AbortError';
+            if (size === undefined || !interrupted || failures >= policy.maxAttempts) throw policy.fail(what, err, failures);
             const wait = policy.delay(failures);
             policy.log(`storage ${policy.location}: ${what}: download interrupted at byte ${offset} (${describe(err)}); resuming in ${wait} ms`);
             await sleep(wait);

@@ -80,19 +80,25 @@ export async function startFaultProxy(target: string, options: { s3Conditional?:
             return;
           }
           let sent = 0;
+          let cut = false;
+          const cutNow = () => {
+            cut = true;
+            answer.destroy();
+            // Let the written bytes go out, then cut the connection.
+            res.flushHeaders();
+            setTimeout(() => res.socket?.destroy(), 20);
+            done();
+          };
+          if (truncate === 0) return cutNow();
           answer.on('data', (chunk: Buffer) => {
-            if (sent >= truncate) return;
+            if (cut) return;
             const piece = chunk.subarray(0, truncate - sent);
             sent += piece.length;
             res.write(piece);
-            if (sent >= truncate) {
-              answer.destroy();
-              // Let the written bytes go out, then cut the connection.
-              setTimeout(() => res.socket?.destroy(), 20);
-              done();
-            }
+            if (sent >= truncate) cutNow();
           });
           answer.on('end', () => {
+            if (cut) return;
             res.end();
             done();
           });
