@@ -8,7 +8,7 @@
  * 32 bytes as hex and base64) and for the passphrase.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { bech32 } from '@scure/base';
@@ -87,6 +87,8 @@ test('no key material or passphrase in any output, log line, error, --json or re
 
   const repo = join(where, 'repo');
   const passRepo = join(where, 'repo-passphrase');
+  mkdirSync(repo);
+  mkdirSync(passRepo);
   const segment = makeSegment({ segNo: 1n, segmentSize: MiB });
   const segment2 = makeSegment({ segNo: 2n, segmentSize: MiB });
   const path = writeWalFile(where, segment);
@@ -101,8 +103,6 @@ test('no key material or passphrase in any output, log line, error, --json or re
 
   // Fetches: right identity, wrong identity, none, wrong passphrase, identity file readable by others.
   const out = join(where, 'out');
-  writeFileSync(join(where, 'placeholder'), '');
-  const { mkdirSync, chmodSync, copyFileSync } = await import('node:fs');
   mkdirSync(out);
   assert.equal((await run('wal-fetch identity', ['wal-fetch', segment.name, join(out, 'a')], { WALSHIP_STORAGE: `file://${repo}`, WALSHIP_IDENTITY_FILE: keyFile })).code, 0);
   assert.equal((await run('wal-fetch wrong identity', ['wal-fetch', segment.name, join(out, 'b')], { WALSHIP_STORAGE: `file://${repo}`, WALSHIP_IDENTITY_FILE: otherFile })).code, 4);
