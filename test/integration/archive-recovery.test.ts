@@ -5,7 +5,7 @@
  * the rows committed before it.
  */
 import assert from 'node:assert/strict';
-import { readdir, writeFile, chmod } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { basebackup, makeServerOwnedDir, pgVersions, startCluster, startFromDataDir, chownToServerUser } from '../helpers/pg-cluster.ts';
@@ -18,6 +18,7 @@ async function repositoryConfig(compression: string): Promise<{ repo: string; co
   const dir = await makeServerOwnedDir('walship-repo-');
   const repo = join(dir, 'repo');
   const config = join(dir, 'walship.json');
+  await mkdir(repo); // walship never creates the repository directory itself (an unmounted volume must not look empty)
   await writeFile(config, JSON.stringify({ storage: `file://${repo}`, compression }));
   await chownToServerUser(dir);
   await chmod(config, 0o644);
