@@ -103,6 +103,7 @@ export async function run(options: EncryptionBenchOptions = {}): Promise<Encrypt
     const times = new Map<string, number[]>(modes.map((m) => [m.name, []]));
     const cpu = new Map<string, number[]>(modes.map((m) => [m.name, []]));
     const envOf = (m: (typeof modes)[number]) => ({ WALSHIP_CONFIG: config, WALSHIP_STORAGE: `file://${join(dir, `repo-${m.name}`)}`, ...m.env });
+    for (const m of modes) mkdirSync(join(dir, `repo-${m.name}`));
     // Warm-up: the first segment in every mode (page cache, compile cache), not counted.
     for (const m of modes) await pushOnce(paths[0]!, envOf(m));
     for (let i = 1; i <= count; i++) {
