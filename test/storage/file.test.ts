@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStorageUrl } from '../../src/config/storage-url.ts';
@@ -8,7 +8,11 @@ import { storageConformance } from './conformance.ts';
 storageConformance('file://', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'walship-file-'));
   return {
-    open: (prefix) => openStorage(parseStorageUrl(`file://${join(dir, prefix)}`), { timeoutSeconds: 60 }),
+    // A file:// repository directory must exist beforehand (walship does not create it).
+    open: async (prefix) => {
+      await mkdir(join(dir, prefix), { recursive: true });
+      return openStorage(parseStorageUrl(`file://${join(dir, prefix)}`), { timeoutSeconds: 60 });
+    },
     teardown: () => rm(dir, { recursive: true, force: true }),
   };
 });
