@@ -10,7 +10,17 @@ import { fileURLToPath } from 'node:url';
 import type { MadeSegments } from './segments.ts';
 
 export const repoRoot = fileURLToPath(new URL('../', import.meta.url));
-export const walshipBin = path.join(repoRoot, 'bin', 'walship');
+/**
+ * The CLI under test. run.ts builds a private copy (bin/, dist/, node_modules linked) into the
+ * scratch directory and points this at it, so a rebuild of the work tree's dist/ during a run
+ * cannot change or break what is measured.
+ */
+export let walshipBin = path.join(repoRoot, 'bin', 'walship');
+export let walshipRoot = repoRoot;
+export function useWalshipAt(root: string): void {
+  walshipRoot = root;
+  walshipBin = path.join(root, 'bin', 'walship');
+}
 
 export interface Row {
   section: string;

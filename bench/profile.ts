@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { cleanEnv, makePgdata, median, repoRoot, settle, timeSteps, walshipBin, type BenchContext, type Step } from './lib.ts';
+import { cleanEnv, makePgdata, median, settle, timeSteps, walshipBin, walshipRoot, type BenchContext, type Step } from './lib.ts';
 
 const SECTION = 'wal-push start-up path: where the time of one process per segment goes (medians, ms)';
 
@@ -58,7 +58,7 @@ export async function run(ctx: BenchContext): Promise<void> {
   const profDir = path.join(dir, 'cpu-prof');
   fs.mkdirSync(profDir, { recursive: true });
   const name = names[names.length - 1]!;
-  const r = spawnSync(node, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, path.join(repoRoot, 'bin', 'launch.mjs'), 'wal-push', `pg_wal/${name}`], {
+  const r = spawnSync(node, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, path.join(walshipRoot, 'bin', 'launch.mjs'), 'wal-push', `pg_wal/${name}`], {
     cwd: pgdata,
     env: walshipEnv('zstd'),
     encoding: 'utf8',

@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { repoRoot, table, type BenchContext, type Row } from './lib.ts';
+import { repoRoot, table, useWalshipAt, type BenchContext, type Row } from './lib.ts';
 import { makeSegments } from './segments.ts';
 import { pgbackrestVersion } from './pgbackrest.ts';
 
@@ -53,12 +53,10 @@ const discovered = fs
   .sort();
 const topics = [...builtIn, ...discovered].filter((t) => !only || only.has(t));
 
-log(`building the CLI`);
-const build = spawnSync(process.execPath, ['scripts/build.ts'], { cwd: repoRoot, stdio: 'inherit' });
-if (build.status !== 0) process.exit(1);
-
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'walship-bench-'));
 fs.chmodSync(workDir, 0o755);
+log(`building a private copy of the CLI in ${workDir}/walship`);
+buildPrivateCopy(path.join(workDir, 'walship'));
 const rows: Row[] = [];
 try {
   log(`segments: ${count} x 16 MiB of pgbench WAL${values['segments-dir'] ? ` (kept in ${values['segments-dir']})` : ''}`);
@@ -119,4 +117,16 @@ function runScript(topic: string, file: string, ctx: BenchContext): void {
   const figures = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
   for (const [name, value] of Object.entries(figures)) ctx.record({ section: topic, name, value: String(value) });
   ctx.log(`  ${topic}: ${r.stdout.trim()}`);
+}
+
+/** Copy what the build needs, build there, and run the CLI from there (bin/walship finds node_modules next to it). */
+function buildPrivateCopy(root: string): void {
+  fs.mkdirSync(root, { recursive: true });
+  for (const entry of ['bin', 'src', 'scripts', 'package.json', 'tsconfig.json']) {
+    fs.cpSync(path.join(repoRoot, entry), path.join(root, entry), { recursive: true });
+  }
+  fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(root, 'node_modules'));
+  const build = spawnSync(process.execPath, ['scripts/build.ts'], { cwd: root, stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('build failed');
+  useWalshipAt(root);
 }

@@ -8,8 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeServerOwnedDir, serverUser, startCluster, type Cluster } from '../test/helpers/pg-cluster.ts';
-import { cleanEnv, walshipBin, type BenchContext } from './lib.ts';
+import { ensurePostgresCanReach, makeServerOwnedDir, serverUser, startCluster, type Cluster } from '../test/helpers/pg-cluster.ts';
+import { cleanEnv, walshipBin, walshipRoot, type BenchContext } from './lib.ts';
 import { setupPgBackRest } from './pgbackrest.ts';
 
 const SECTION = 'sustained: pgbench at full speed, archive lag (.ready files)';
@@ -23,6 +23,8 @@ interface Variant {
 export async function run(ctx: BenchContext): Promise<void> {
   const seconds = ctx.quick ? 20 : 120;
   const user = serverUser();
+  ensurePostgresCanReach(path.join(walshipRoot, 'bin'));
+  ensurePostgresCanReach(fs.realpathSync(path.join(walshipRoot, 'node_modules', 'node', 'bin')));
   const variants: Variant[] = [
     {
       name: 'walship wal-push, one process per segment (lookahead 0)',
