@@ -199,7 +199,9 @@ class Extractor {
         } catch (err) {
           if (this.#failure === undefined) {
             this.#failure = err;
-            for (const stream of this.#streams) (stream as Readable).destroy?.();
+            // With an error: a stream destroyed without one can leave its reader waiting forever.
+            const aborted = new Error('aborted: another part failed');
+            for (const stream of this.#streams) (stream as Readable).destroy?.(aborted);
           }
         }
       }
@@ -219,27 +221,41 @@ class Extractor {
       if (isNotFound(err)) throw integrityError(`backup ${this.#manifest.name} is damaged: part ${part} (${key}) is missing from ${storage.location}`);
       throw err;
     }
+    if (this.#failure !== undefined) {
+      object.destroy();
+      return;
+    }
     const { decodeObject } = await import('../codec/codec.ts');
     const { extract: makeExtract } = await import('tar-stream');
     const decoded = decodeObject(object, this.#o.encryption, what);
     const extract = makeExtract();
+    this.#streams.add(object);
     this.#streams.add(decoded);
     this.#streams.add(extract);
     const piping = pipeline(decoded, extract);
     piping.catch(() => {});
+    // Entries are pulled with next() only: leaving a for-await early would call the iterator's
+    // return(), which waits for the extractor to close while the pipeline may still be feeding it.
+    const entries = extract[Symbol.asyncIterator]();
     try {
-      for await (const entry of extract) {
+      for (;;) {
         if (this.#failure !== undefined) throw this.#failure;
-        await this.#entry(entry.header as TarEntryHeader, entry as unknown as AsyncIterable<Buffer>, part, what);
+        const next = await entries.next();
+        if (next.done) break;
+        await this.#entry(next.value.header as TarEntryHeader, next.value as unknown as AsyncIterable<Buffer>, part, what);
       }
       await piping;
     } catch (err) {
-      extract.destroy();
-      decoded.destroy();
+      const reason = err instanceof Error ? err : new Error(String(err));
+      extract.destroy(reason);
+      decoded.destroy(reason);
+      object.destroy();
       if (err instanceof WalshipError) throw err;
+      if (this.#failure !== undefined) throw this.#failure;
       // tar-stream's own complaints (bad header, truncated archive) mean a corrupt part.
-      throw integrityError(`${what}: not a valid backup part (${(err as Error).message})`, err);
+      throw integrityError(`${what}: not a valid backup part (${reason.message})`, err);
     } finally {
+      this.#streams.delete(object);
       this.#streams.delete(decoded);
       this.#streams.delete(extract);
     }
@@ -272,7 +288,7 @@ class Extractor {
     if ((header.size ?? 0) < expected) throw integrityError(`${what}: ${name} holds ${header.size} bytes, the manifest says ${expected}`);
     const hash = createHash('sha256');
     if (fromManifest.has(name)) {
-      for await (const chunk of data) hash.update(chunk);
+      await each(data, (chunk) => void hash.update(chunk));
       const text = name === 'backup_label' ? this.#manifest.backupLabel : this.#manifest.tablespaceMap;
       if (hash.digest('hex') !== listed.sha256 || createHash('sha256').update(text).digest('hex') !== listed.sha256) {
         throw integrityError(`${what}: ${name} does not match the manifest (SHA-256 mismatch)`);
@@ -289,7 +305,7 @@ class Extractor {
     }
     let remaining = expected;
     try {
-      for await (const chunk of data) {
+      await each(data, async (chunk) => {
         const used = remaining >= chunk.length ? chunk : chunk.subarray(0, remaining);
         if (used.length > 0) {
           hash.update(used);
@@ -297,7 +313,7 @@ class Extractor {
           remaining -= used.length;
           this.#progress.add(used.length);
         }
-      }
+      });
     } finally {
       await handle.close();
     }
@@ -308,9 +324,17 @@ class Extractor {
   }
 }
 
-async function drain(data: AsyncIterable<Buffer>): Promise<void> {
-  for await (const _ of data);
+/** Feed every chunk to `use`, pulling with next() only (see Extractor.#part); a failure is left to the caller, who destroys the extractor. */
+async function each(data: AsyncIterable<Buffer>, use: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+  const chunks = data[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await chunks.next();
+    if (next.done) return;
+    await use(next.value);
+  }
 }
+
+const drain = (data: AsyncIterable<Buffer>) => each(data, () => {});
 
 async function checkControlFile(target: string, manifest: BackupManifest): Promise<void> {
   const bytes = await readFile(join(target, controlTemp)).catch(() => undefined);

@@ -11,7 +11,8 @@ import { controlFilePath, parseControlFile, tablespaceVersionDirectory } from '.
 import { checkPage, pageLsn, relationSegment } from '../pg/page-checksum.ts';
 import { PgSession, type ConnectionSettings, type ServerInfo } from '../pg/session.ts';
 import { formatLsn, segmentFileName, segmentOfLsn } from '../pg/wal-names.ts';
-import { claimRepository, keys } from '../repository.ts';
+import { checkRepositoryEncryption, claimRepository, keys } from '../repository.ts';
+import { encryptionRecord } from '../codec/keys.ts';
 import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { manifestFormat, summaryOf, validBackupName, writeManifest, type BackupManifest, type ChecksumFailure, type ManifestEntry, type ManifestPart } from './manifest.ts';
@@ -33,6 +34,8 @@ export interface BackupPushOptions {
   partSize: number;
   uploadConcurrency: number;
   archiveTimeoutMs: number;
+  /** Store unencrypted even into a repository walship.json records as encrypted. */
+  allowUnencrypted?: boolean | undefined;
 }
 
 const readChunk = 1 << 20;
@@ -59,7 +62,10 @@ export async function pushBackup(options: BackupPushOptions): Promise<BackupMani
     if (control.systemIdentifier !== server.systemIdentifier) {
       throw usageError(`PGDATA ${pgdata} belongs to database system ${control.systemIdentifier}, but the server at ${session.where} is ${server.systemIdentifier}: point PGDATA and PGHOST/PGPORT at the same cluster`);
     }
-    await claimRepository(options.storage, { systemIdentifier: server.systemIdentifier, pgMajor: server.major });
+    // Encryption: walship.json records it at first write; an unencrypted backup into an encrypted repository is refused.
+    const writing = encryptionRecord(options.encode.encryption);
+    const info = await claimRepository(options.storage, { systemIdentifier: server.systemIdentifier, pgMajor: server.major }, { encryption: writing });
+    await checkRepositoryEncryption(options.storage, info, writing, { allowUnencrypted: options.allowUnencrypted });
     if (options.name !== undefined) {
       if (!validBackupName(options.name)) throw usageError(`--name ${JSON.stringify(options.name)}: use letters, digits, '_', '-' and '.' (not LATEST)`);
       await refuseExisting(options.storage, options.name);

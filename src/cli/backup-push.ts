@@ -28,7 +28,7 @@ Example (cron, as the postgres user):
     .addHelpText(
       'after',
       settingsHelp(
-        ['storage', 'compression', 'compressionLevel', 'recipients', 'recipientsFile', 'uploadConcurrency', 'backupPartSize', 'archiveTimeout', 'pgdata', 'pghost', 'pgport', 'pguser', 'pgdatabase', 'pgpassword', 'storageTimeout', 'logFormat', 'logLevel'],
+        ['storage', 'compression', 'compressionLevel', 'recipients', 'recipientsFile', 'passphraseFile', 'allowUnencrypted', 'uploadConcurrency', 'backupPartSize', 'archiveTimeout', 'pgdata', 'pghost', 'pgport', 'pguser', 'pgdatabase', 'pgpassword', 'storageTimeout', 'logFormat', 'logLevel'],
         settings,
       ),
     );
@@ -51,6 +51,7 @@ Example (cron, as the postgres user):
             partSize: c.backupPartSize,
             uploadConcurrency: c.uploadConcurrency,
             archiveTimeoutMs: c.archiveTimeout * 1000,
+            allowUnencrypted: c.allowUnencrypted,
           });
         },
         { overrides: (flags) => ({ pgdata: flags.pgdata }) },

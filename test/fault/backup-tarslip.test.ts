@@ -244,6 +244,17 @@ describe('backup-fetch refuses hostile and damaged backups', () => {
     assert.equal((await fetch(two.config)).code, 0);
   });
 
+  test('a failure in one part stops the parts being extracted in parallel (no hang, nothing left)', async () => {
+    const { files, entries } = legitimate();
+    const big = Buffer.alloc(64 << 20, 3);
+    files.push({ path: 'base/1/big', type: 'file', mode: 0o600, mtime: 1, size: big.length, sha256: sha(big), part: 2 });
+    files.push({ path: 'base/1/bad', type: 'file', mode: 0o600, mtime: 1, size: 3, sha256: sha('abc'), part: 1 });
+    const { config } = await repository({ files, parts: [tar([{ name: 'base/1/bad', content: 'abd' }, ...entries]), tar([{ name: 'base/1/big', content: big }])] });
+    const started = Date.now();
+    await assertRefused(await fetch(config), /base\/1\/bad \(part 1\) does not match its SHA-256/);
+    assert.ok(Date.now() - started < 60_000);
+  });
+
   test('a non-empty target directory is refused (exit 3) and left alone', async () => {
     const { files, entries } = legitimate();
     const { config } = await repository({ files, parts: [tar(entries)] });

@@ -172,6 +172,41 @@ describe(`backup-push on PostgreSQL ${major}`, { concurrency: 2 }, () => {
     assert.match((await walshipOk(['--config', repo.config, 'backup-list', '--json'])).stdout, /"checksumFailures": 1/);
   });
 
+  test('encrypted repository: parts and manifest are age-encrypted, backup-list works with the recipient only, restore with the identity', { timeout: 120_000 }, async () => {
+    const keys = await makeServerOwnedDir('walship-keys-');
+    const identity = join(keys, 'key.txt');
+    const recipient = (await walshipOk(['keygen', '-o', identity])).stdout.trim();
+    assert.match(recipient, /^age1[0-9a-z]+$/);
+    const repo = await makeRepository({ recipients: recipient, identityFile: identity });
+    await using primary = await archivingCluster(major, repo);
+    await primary.sql('CREATE TABLE secret AS SELECT generate_series(1, 4242) AS id');
+    await walshipOk(['--config', repo.config, 'backup-push', '--fast'], { env: pgEnv(primary) });
+    const [name] = await readdir(join(repo.repo, 'backups'));
+    const age = Buffer.from('age-encryption.org/v1\n');
+    assert.deepEqual((await readFile(join(repo.repo, 'backups', name!, 'manifest.json'))).subarray(0, age.length), age);
+    assert.deepEqual((await readFile(join(repo.repo, 'backups', name!, 'parts', '0001.tar'))).subarray(0, age.length), age);
+
+    // The database host holds only the recipient: listing still works (summary.json), reading the manifest does not.
+    const pushOnly = join(keys, 'push-only.json');
+    await writeFile(pushOnly, JSON.stringify({ storage: `file://${repo.repo}`, recipients: recipient }));
+    await chownToServerUser(keys);
+    const listed = JSON.parse((await walshipOk(['--config', pushOnly, 'backup-list', '--json'])).stdout) as { name: string; encrypted: boolean }[];
+    assert.deepEqual(listed.map((b) => [b.name, b.encrypted]), [[name, true]]);
+    const noKey = await walship(['--config', pushOnly, 'backup-fetch', 'LATEST', await restoreTarget()]);
+    assert.equal(noKey.code, 4, noKey.stderr);
+    assert.match(noKey.stderr, /object is encrypted; set WALSHIP_IDENTITY_FILE/);
+
+    // Escape hatch: age + zstd + tar.
+    const tar = execFileSync('sh', ['-c', `age -d -i ${identity} ${join(repo.repo, 'backups', name!, 'parts', '0001.tar')} | zstd -dc | tar -t`], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    assert.match(tar, /^PG_VERSION$/m);
+
+    const target = await restoreTarget();
+    await walshipOk(['--config', repo.config, 'restore', target, '--immediate', '--target-action', 'promote']);
+    await using copy = await startFromDataDir(target, major, { wait: false, removeDataDir: true, settings: { archive_mode: 'off' } });
+    assert.equal(await copy.waitForRecoveryEnd(), 'promoted');
+    assert.equal(await copy.sql('SELECT count(*) FROM secret'), '4242');
+  });
+
   test('a backup of another cluster (system identifier) is refused by backup-fetch and restore', { timeout: 120_000 }, async () => {
     const repoA = await makeRepository();
     const repoB = await makeRepository();

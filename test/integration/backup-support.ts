@@ -29,6 +29,8 @@ export async function makeRepository(settings: Record<string, unknown> = {}): Pr
   const dir = await makeServerOwnedDir('walship-bk-');
   const repo = join(dir, 'repo');
   const config = join(dir, 'walship.json');
+  // A file:// repository must exist (walship refuses to create a missing mount point).
+  await mkdir(repo);
   await writeFile(config, JSON.stringify({ storage: `file://${repo}`, ...settings }));
   await chownToServerUser(dir);
   await chmod(config, 0o644);
