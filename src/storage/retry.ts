@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { oneLine, storageError, WalshipError } from '../errors.ts';
+import { log } from '../log.ts';
 import { ObjectExistsError, ObjectNotFoundError } from './storage.ts';
 
 /**
@@ -47,9 +48,9 @@ export interface RunOptions {
   attemptTimeoutMs?: number;
 }
 
-/** The default debug logger: stderr, only when WALSHIP_LOG_LEVEL=debug. */
+/** The default retry logger: walship's log at debug level (shown with WALSHIP_LOG_LEVEL=debug). */
 export function debugLog(line: string): void {
-  if (process.env.WALSHIP_LOG_LEVEL === 'debug') process.stderr.write(`walship: debug: ${line}\n`);
+  log.debug(line);
 }
 
 /** Thrown into an attempt when its own timeout (not the operation deadline) fires. */
