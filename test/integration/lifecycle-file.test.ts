@@ -96,6 +96,9 @@ async function restoreAndCount(repo: Repository, args: string[], check?: (copy: 
 
 test('retention, permanent backups, kill -9 mid-delete, wal-verify, check and status on PostgreSQL 15 with file://', { timeout: 600_000 }, async (t) => {
   const repo = await makeRepository({ compression: 'zstd', backupPartSize: '1MiB' });
+  // file:// repositories must exist before first use (an unmounted directory is not created).
+  await mkdir(repo.repo, { recursive: true });
+  await chownToServerUser(repo.repo);
   const config = ['--config', repo.config];
 
   // --- Timeline 1: two backups -----------------------------------------------------------------
