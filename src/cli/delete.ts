@@ -109,9 +109,13 @@ function parseRule(word: string, value: string | undefined, parseTime: (v: strin
     }
     case 'before': {
       if (value === undefined) throw usageError("delete before: give a backup name or a time ('2026-11-27 14:05:00+00')");
-      const time = parseTime(value);
-      if (time) return { kind: 'before-time', time };
-      if (/^\d{4}-\d\d-\d\d/.test(value)) throw usageError(`delete before ${value}: not a time (use '2026-11-27 14:05:00+00' or ISO 8601)`);
+      if (/^\d{4}-\d\d-\d\d/.test(value)) {
+        // A time without its zone would mean the server's local time: too easy to get wrong in cron.
+        if (!/\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$/i.test(value.trim())) throw usageError(`delete before ${value}: give the time with its zone ('2026-11-27 14:05:00+00' or 2026-11-27T14:05:00Z)`);
+        const time = parseTime(value);
+        if (!time) throw usageError(`delete before ${value}: not a time (use '2026-11-27 14:05:00+00' or ISO 8601)`);
+        return { kind: 'before-time', time };
+      }
       return { kind: 'before-backup', name: value };
     }
     case 'garbage':

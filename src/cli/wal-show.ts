@@ -18,7 +18,7 @@ export function register(program: Command): void {
       const storage = await ctx.storage();
       const encryption = await ctx.encryption();
       const catalog = await loadBackupCatalog(storage, encryption);
-      const { inventory, histories } = await loadInventory(storage, encryption, catalog.segmentSize);
+      const { inventory, histories } = await loadInventory(storage, encryption, catalog.segmentSize, { skipUnreadableHistories: !encryption?.decrypt });
       const data = walShowData(inventory, histories, catalog.backups);
       process.stdout.write(flags.json ? `${JSON.stringify(data, null, 2)}\n` : formatWalShow(data));
     }),

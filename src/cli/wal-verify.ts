@@ -41,6 +41,9 @@ segment names); 4 an object is corrupt (named; wins over 3); 2, 5 as for every c
         if (waldump.size === 0) throw usageError(`--waldump: no usable pg_waldump${typeof flags.waldump === 'string' ? ` at ${flags.waldump}` : ' in PATH or /usr/lib/postgresql/*/bin'}`);
       }
       const info = await readRepositoryInfo(storage);
+      if (flags.decode && info?.encryption && !encryption?.decrypt) {
+        throw usageError('the repository is encrypted: set WALSHIP_IDENTITY_FILE (or WALSHIP_PASSPHRASE_FILE) to verify its objects, or use --no-decode for continuity only');
+      }
       const catalog = await loadBackupCatalog(storage, encryption);
       const { inventory, histories } = await loadInventory(storage, encryption, catalog.segmentSize);
       const report = await verifyArchive(storage, encryption, { inventory, histories, backups: catalog.backups }, {

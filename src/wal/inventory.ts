@@ -196,12 +196,23 @@ export async function readHead(storage: Storage, key: string, encryption: Encryp
 }
 
 /** Every archived .history file, parsed: timeline → its ancestors (oldest first). */
-export async function readHistories(storage: Storage, inventory: { histories: readonly string[] }, encryption: Encryption | undefined): Promise<Map<number, TimelineHistoryEntry[]>> {
+export async function readHistories(
+  storage: Storage,
+  inventory: { histories: readonly string[] },
+  encryption: Encryption | undefined,
+  options: { skipUnreadable?: boolean } = {},
+): Promise<Map<number, TimelineHistoryEntry[]>> {
   const histories = new Map<number, TimelineHistoryEntry[]>();
   for (const name of inventory.histories) {
     const timeline = parseWalFileName(name)!.timeline;
     const key = keys.wal(name);
-    const bytes = await buffer(decodeObject(await storage.get(key), encryption, `${storage.location}/${key}`));
+    let bytes: Buffer;
+    try {
+      bytes = await buffer(decodeObject(await storage.get(key), encryption, `${storage.location}/${key}`));
+    } catch (err) {
+      if (options.skipUnreadable) continue;
+      throw err;
+    }
     try {
       histories.set(timeline, parseTimelineHistory(bytes.toString('utf8'), timeline));
     } catch (err) {
@@ -265,6 +276,7 @@ export async function loadInventory(
   storage: Storage,
   encryption: Encryption | undefined,
   segmentSizeHint?: number | undefined,
+  options: { skipUnreadableHistories?: boolean } = {},
 ): Promise<{ inventory: WalInventory; histories: Map<number, TimelineHistoryEntry[]> }> {
   const listing = await listArchivedWal(storage);
   let segmentSize = await detectSegmentSize(storage, listing, encryption, segmentSizeHint);
@@ -277,6 +289,6 @@ export async function loadInventory(
     segmentSize = 16 * 1024 * 1024;
   }
   const inventory = buildInventory(listing, segmentSize);
-  const histories = await readHistories(storage, inventory, encryption);
+  const histories = await readHistories(storage, inventory, encryption, { skipUnreadable: options.skipUnreadableHistories });
   return { inventory, histories };
 }
