@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { encodeObject, type EncodeOptions } from '../codec/codec.ts';
-import { postgresError, WalshipError } from '../errors.ts';
+import { postgresError, refusedError, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
 import { checkRepositoryEncryption, keys } from '../repository.ts';
 import { isExists, type Storage } from '../storage/storage.ts';
@@ -47,6 +47,8 @@ export async function pushDatabaseDump(ctx: DumpPushContext, database: string | 
     const file = await storePayload(ctx, name, 'dump', dump, written);
     const entry: DumpFile = { file: 'dump', kind: 'database', database: header.database, format: 'custom', ...file, serverVersion: header.serverVersion, pgDumpVersion: header.pgDumpVersion };
     const manifest = manifestOf(ctx, name, 'database', started, [entry], header.serverVersion, header.pgDumpVersion, header.database);
+    // An ambiguous failure (a timeout) may still have stored the manifest: remove it first, then the payloads.
+    written.unshift(keys.dumpManifest(name));
     await writeManifest(ctx.storage, manifest, ctx.encode);
     log.info('dump stored', { name, database: header.database, bytes: manifest.size, stored: manifest.storedSize, seconds: elapsed(started) });
     return manifest;
@@ -83,6 +85,7 @@ export async function pushClusterDump(ctx: DumpPushContext): Promise<DumpManifes
     }
     running = undefined;
     const manifest = manifestOf(ctx, name, 'cluster', started, files, serverVersion, pgDumpVersion, undefined);
+    written.unshift(keys.dumpManifest(name));
     await writeManifest(ctx.storage, manifest, ctx.encode);
     log.info('cluster dump stored', { name, databases: databases.length, bytes: manifest.size, stored: manifest.storedSize, seconds: elapsed(started) });
     return manifest;
@@ -127,7 +130,6 @@ function manifestOf(
 /** Stream one tool's output through the codec into dumps/<name>/<file>; resolves once it is durable. */
 async function storePayload(ctx: DumpPushContext, name: string, file: string, output: ToolOutput, written: string[]) {
   const key = keys.dumpFile(name, file);
-  written.push(key);
   let storedSize = 0;
   const encoded = await encodeObject(output.body(), ctx.encode);
   const counted = Readable.from(
@@ -136,10 +138,18 @@ async function storePayload(ctx: DumpPushContext, name: string, file: string, ou
         storedSize += chunk.length;
         yield chunk;
       }
+      await output.check();
     })(),
     { objectMode: false },
   );
-  await ctx.storage.put(key, counted, { ifAbsent: true });
+  try {
+    await ctx.storage.put(key, counted, { ifAbsent: true });
+  } catch (err) {
+    // A failed put leaves nothing visible (Storage contract); an existing key is someone else's.
+    if (isExists(err)) throw refusedError(`dump name ${name} was taken by another dump-push at the same moment; run dump-push again`);
+    throw err;
+  }
+  written.push(key);
   const { size, sha256 } = output.result();
   log.debug('dump payload stored', { key, bytes: size, stored: storedSize });
   return { size, sha256, storedSize };
@@ -185,6 +195,7 @@ async function clusterFacts(tools: PgTools): Promise<{ serverVersion: string; da
   );
   const chunks: Buffer[] = [];
   for await (const chunk of psql.body()) chunks.push(chunk as Buffer);
+  await psql.check();
   const records = Buffer.concat(chunks).toString('utf8').split('\0').filter((r) => r !== '');
   const [serverVersion, ...databases] = records.map((r) => r.replace(/^\n/, ''));
   if (!serverVersion) throw postgresError('psql: no server version in the answer');
@@ -195,6 +206,7 @@ async function toolVersion(tools: PgTools, tool: PgTool): Promise<string> {
   const out = new ToolOutput(tools, tool, ['--version']);
   const chunks: Buffer[] = [];
   for await (const chunk of out.body()) chunks.push(chunk as Buffer);
+  await out.check();
   // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" → "15.18 (Debian 15.18-0+deb12u1)", as the archive header has it.
   return Buffer.concat(chunks).toString('utf8').trim().replace(/^\S+ \(PostgreSQL\) /, '');
 }
@@ -227,9 +239,18 @@ class ToolOutput {
       this.#size += chunk.length;
       yield chunk;
     }
+  }
+
+  /**
+   * Once the output has ended: throw the program's failure (exit 6, its message) if it failed.
+   * The failure is raised here, by the caller's own generator just before its stream would end,
+   * never as an error inside a composed stream chain (where it could escape as an uncaught
+   * 'error' event): a put sees its body fail and never commits.
+   */
+  async check(): Promise<void> {
     const status = await this.#process.exited;
     if (status.code !== 0) throw toolFailure(this.#tool, status, this.#process.stderr());
-    for (const warning of toolWarnings(this.#process.stderr())) log.warn(warning);
+    if (!this.#done) for (const warning of toolWarnings(this.#process.stderr())) log.warn(warning);
     this.#done = true;
   }
 
@@ -239,6 +260,7 @@ class ToolOutput {
       const next = await this.#iterator.next();
       const head = Buffer.concat(this.#head);
       if (next.done) {
+        await this.check();
         throw postgresError(`${this.#tool} ended before writing a whole archive header${this.#stderrHint()}`);
       }
       this.#head.push(next.value);
@@ -256,7 +278,7 @@ class ToolOutput {
     return message ? `: ${message}` : '';
   }
 
-  /** The whole output, header bytes included; errors if the program fails. */
+  /** The whole output, header bytes included; call check() after it ended. */
   body(): Readable {
     const head = this.#head;
     this.#head = [];
@@ -274,13 +296,15 @@ class ToolOutput {
     );
   }
 
-  /** Size and SHA-256 of everything the program wrote; only once it exited 0. */
+  /** Size and SHA-256 of everything the program wrote; only once check() found it exited 0. */
   result(): { size: number; sha256: string } {
     if (!this.#done) throw new WalshipError(6, `${this.#tool} output was not read to its end`);
     return { size: this.#size, sha256: this.#hash.digest('hex') };
   }
 
+  /** Stop the program: close our end of its output (anything it started dies of SIGPIPE) and terminate it. */
   abort(): void {
+    this.#process.child.stdout?.destroy();
     if (this.#process.child.exitCode === null && this.#process.child.signalCode === null) this.#process.child.kill('SIGTERM');
   }
 }

@@ -127,6 +127,7 @@ describe('dump-push, dump-list, dump-fetch on PostgreSQL 15', { concurrency: fal
     await cluster.sql(appSchema, { database: 'app' });
     work = await mkdtemp(join(tmpdir(), 'walship-dump-'));
     repo = join(work, 'repo');
+    await mkdir(repo);
     env = { ...cluster.env(), WALSHIP_STORAGE: `file://${repo}` };
   });
 
