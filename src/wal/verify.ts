@@ -155,8 +155,9 @@ export async function verifyArchive(
     backupReports.push({ name: b.name, timeline: b.timeline, first: segmentFileName(b.timeline, start, segmentSize), last: segmentFileName(b.timeline, stop, segmentSize), restorable });
   }
   if (floor) {
-    const below = inventory.timelines.reduce((n, t) => n + t.segments.filter((s) => s < floor.segNo).length, 0);
-    if (below) notes.push(`${below} segments older than ${floor.name} (${floor.reason}) are not needed by any backup ('delete garbage' removes them)`);
+    const { pinned } = walRequirements(backups, { segmentSize, floorFrom: 'regular' });
+    const below = inventory.timelines.reduce((n, t) => n + t.segments.filter((s) => s < floor.segNo && !pinned.some((p) => s >= p.from && s <= p.to)).length, 0);
+    if (below) notes.push(`${below} archived segments older than ${floor.name} (${floor.reason}) are needed by no backup; 'delete retain' or 'delete before' removes them`);
   }
 
   // Gaps: missing required segments, grouped in runs per timeline and purpose.
