@@ -87,9 +87,10 @@ function timeOf(value: string, what: string): number {
   return t;
 }
 
-/** Parse a `before` time: ISO 8601, or PostgreSQL's '2026-11-27 14:05:00+00'. */
+/** Parse a `before` time: ISO 8601, or PostgreSQL's '2026-11-27 14:05:00+00'; the zone is required (no guessing of local time). */
 export function parseRetentionTime(value: string): Date {
   const normalized = value.trim().replace(/^(\d{4}-\d\d-\d\d) (\d)/, '$1T$2').replace(/([+-]\d\d)$/, '$1:00');
+  if (!/(Z|[+-]\d\d:?\d\d)$/i.test(normalized)) throw usageError(`'${value}' has no time zone (add Z or +00, e.g. 2026-11-27 14:05:00+00)`);
   const t = Date.parse(normalized);
   if (Number.isNaN(t)) throw usageError(`'${value}' is not a time (use ISO 8601, e.g. 2026-11-27T14:05:00Z)`);
   return new Date(t);

@@ -118,6 +118,7 @@ describe('planDumpRetention', () => {
     assert.equal(parseRetentionTime('2026-11-27 14:05:00+00').toISOString(), '2026-11-27T14:05:00.000Z');
     assert.equal(parseRetentionTime('2026-11-27T14:05:00+02:00').toISOString(), '2026-11-27T12:05:00.000Z');
     assert.throws(() => parseRetentionTime('soon'), usage);
+    assert.throws(() => parseRetentionTime('2026-11-27 14:05:00'), /no time zone/);
   });
 
   test('properties: deletes and keeps partition the input; every series keeps its newest; retain keeps min(N, size)', () => {
