@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { Transform } from 'node:stream';
 import { encodeObject, type EncodeOptions, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -40,16 +39,9 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
     const info = header ? await claimRepository(ctx.storage, { systemIdentifier: header.systemIdentifier, pgMajor: header.pgMajor }, { encryption: writing }) : undefined;
     await checkRepositoryEncryption(ctx.storage, info, writing, { allowUnencrypted: ctx.allowUnencrypted });
 
-    const hash = createHash('sha256');
-    // Hash the bytes as they flow to the encoder. (A 'data' listener would start the stream
-    // flowing before the encoder reads it, and the chunks read meanwhile would be lost.)
-    const hashing = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        hash.update(chunk);
-        done(null, chunk);
-      },
-    });
-    const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 }).compose(hashing);
+    // No hashing on the way: it is needed only when the name is taken, and the WAL file is
+    // immutable, so it is read once more then (SHA-256 of 16 MiB costs every push ~10 ms of CPU).
+    const source = createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 });
     const key = keys.wal(wal.name);
     const body = await encodeObject(source, ctx.encode);
     // Errors of the body reach put through its reads; one left unread (put failed early) is torn
@@ -61,7 +53,7 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
       return 'stored';
     } catch (err) {
       if (!isExists(err)) throw err;
-      const local = hash.digest('hex');
+      const local = await digestOfFile(handle);
       const stored = await digestOfObject(ctx.storage, key, ctx.encryption).catch(uncomparableEncrypted(wal.name, ctx.storage.location, ctx.encryption));
       if (stored === local) {
         log.info('already archived with identical content', { file: wal.name });
@@ -74,6 +66,13 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
   } finally {
     await handle.close();
   }
+}
+
+/** SHA-256 (hex) of an open file's whole content, read from its start. */
+async function digestOfFile(handle: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream('', { fd: handle, autoClose: false, start: 0, highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 async function openWalFile(path: string): Promise<FileHandle> {
