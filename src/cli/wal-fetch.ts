@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { spawn } from 'node:child_process';
 import { basename, resolve } from 'node:path';
 import { action, settingsHelp } from './context.ts';
 import { settings } from '../config/settings.ts';
@@ -74,9 +73,10 @@ export function register(program: Command): void {
  * environment and config file. Its output goes nowhere: whoever ran wal-fetch may be waiting for
  * its stderr to close; a prefetch failure only means wal-fetch fetches that file itself later.
  */
-function spawnPrefetcher(configPath: string | undefined, walDir: string, name: string, segmentSize: number): void {
+async function spawnPrefetcher(configPath: string | undefined, walDir: string, name: string, segmentSize: number): Promise<void> {
   const launcher = process.argv[1];
   if (!launcher) return;
+  const { spawn } = await import('node:child_process');
   const args = [launcher, ...(configPath ? ['--config', resolve(configPath)] : []), 'wal-prefetch', resolve(walDir), name, String(segmentSize)];
   try {
     spawn(process.execPath, args, { detached: true, stdio: 'ignore', cwd: '/' }).unref();

@@ -65,7 +65,7 @@ export interface PrefetchHooks {
   /** How long to wait for a prefetcher already downloading the requested segment. */
   waitMs: number;
   /** Start a prefetcher for this pg_wal (a detached process, or one inside the daemon). */
-  startPrefetcher(walDir: string, name: string, segmentSize: number): void;
+  startPrefetcher(walDir: string, name: string, segmentSize: number): void | Promise<void>;
 }
 
 export type FetchSource = 'spool' | 'storage';
@@ -86,7 +86,7 @@ export async function fetchForRecovery(
   if (!hooks || hooks.depth <= 0 || !walDir || wal?.kind !== 'segment') return { size: await fetchWalFile(name, dest, ctx), source: 'storage' };
   let size = await takeFromSpool(walDir, name, dest);
   if (size !== undefined) {
-    if ((await tellPrefetcher(walDir, name, size)) === undefined) hooks.startPrefetcher(walDir, name, size);
+    if ((await tellPrefetcher(walDir, name, size)) === undefined) await hooks.startPrefetcher(walDir, name, size);
     return { size, source: 'spool' };
   }
   await dropOtherTimelines(walDir, name);
@@ -96,7 +96,7 @@ export async function fetchForRecovery(
     if (size !== undefined) return { size, source: 'spool' };
   }
   size = await fetchWalFile(name, dest, ctx);
-  if (answer === undefined) hooks.startPrefetcher(walDir, name, size);
+  if (answer === undefined) await hooks.startPrefetcher(walDir, name, size);
   else await tellPrefetcher(walDir, name, size);
   return { size, source: 'storage' };
 }
