@@ -13,7 +13,8 @@
  *   refused (skipped while src/codec/keys.ts does not encrypt);
  * - failures: missing database, wrong password, pg_dump dying mid-stream (exit 6, pg_dump's own
  *   message on one line, nothing listed, no object left), disk full on fetch (a 64 KiB tmpfs, as
- *   root: exit 2, no partial file), an existing output file and a non-empty target (exit 3).
+ *   root: exit 2, no partial file), an existing output file and a non-empty target (exit 3);
+ * - retention: `delete retain 1 --dumps` (dry run, then --confirm) keeps the newest of each series.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
@@ -302,6 +303,26 @@ describe('dump-push, dump-list, dump-fetch on PostgreSQL 15', { concurrency: fal
     } finally {
       spawnSync('umount', [dir]);
     }
+  });
+
+  test('delete retain 1 --dumps: a dry run first, then the newest dump of every database and of --all stays', async () => {
+    ok(await walship(['dump-push', '--dbname', 'app'], env), 'a second dump of app');
+    const before = await listed();
+    const series = new Set(before.map((m) => (m.kind === 'cluster' ? '--all' : m.database)));
+    assert.ok(before.length > series.size, 'there is something to delete');
+    const dry = ok(await walship(['delete', 'retain', '1', '--dumps'], env), 'delete --dumps dry run').stdout.toString();
+    assert.match(dry, /dry run/);
+    assert.equal((await listed()).length, before.length);
+    ok(await walship(['delete', 'retain', '1', '--dumps', '--confirm'], env), 'delete --dumps --confirm');
+    const after = await listed();
+    assert.equal(after.length, series.size);
+    for (const key of series) {
+      const newest = before.filter((m) => (m.kind === 'cluster' ? '--all' : m.database) === key).at(-1)!;
+      assert.ok(after.some((m) => m.name === newest.name), `newest of ${key} kept`);
+    }
+    // (a failed put may leave an empty directory behind in a file:// repository: not an object, never listed)
+    const left = [...new Set((await objectsUnder(join(repo, 'dumps'))).map((key) => key.split('/')[0]!))].sort();
+    assert.deepEqual(left, after.map((m) => m.name).sort(), 'deleted dumps leave no objects');
   });
 
   test('an encrypted dump: age -d -i key, then pg_restore --list; dump-fetch needs the identity', { skip: !haveAge && 'the age CLI is not installed' }, async (t) => {
