@@ -18,6 +18,7 @@
 import { statSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute } from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
 import { settings, type Config, type SettingKey } from '../config/settings.ts';
 import { refusedError, usageError, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -85,11 +86,11 @@ export async function encryptionFromConfig(config: Config): Promise<Encryption |
   const encryption: Encryption = {};
   if (recipients.length > 0) {
     const writeTo = recipients;
-    encryption.encrypt = () => age.createEncryptStream(writeTo);
+    encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
     records.set(encryption, { recipients: recipients.map(age.recipientFingerprint).sort() });
   } else if (passphrase !== undefined) {
     const writeTo = [age.scryptRecipient(passphrase, config.passphraseWorkFactor)];
-    encryption.encrypt = () => age.createEncryptStream(writeTo);
+    encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
     records.set(encryption, { recipients: [], passphrase: true });
   }
   if (identities.length > 0) {
@@ -105,6 +106,35 @@ export async function encryptionFromConfig(config: Config): Promise<Encryption |
   }
   return encryption;
 }
+
+/**
+ * The age stream pushes each 64 KiB chunk as several buffers (ciphertext pieces, then the 16-byte
+ * tag), so storage would see ~3 writes per 64 KiB instead of one per compressed block; measured on
+ * a 16 MiB segment, that alone cost ~10 ms of CPU per wal-push (file:// writes). Gather its output
+ * into ~1 MiB buffers: one extra copy of the compressed data (~1 ms), bounded memory. (The codec
+ * only composes the stage into its pipeline, so the composed Duplex stands in for a Transform.)
+ */
+const COALESCE_BYTES = 1 << 20;
+class Coalesce extends Transform {
+  #parts: Buffer[] = [];
+  #size = 0;
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.#parts.push(chunk);
+    this.#size += chunk.length;
+    if (this.#size >= COALESCE_BYTES) this.#release();
+    done();
+  }
+  override _flush(done: TransformCallback): void {
+    if (this.#size > 0) this.#release();
+    done();
+  }
+  #release(): void {
+    this.push(this.#parts.length === 1 ? this.#parts[0] : Buffer.concat(this.#parts, this.#size));
+    this.#parts = [];
+    this.#size = 0;
+  }
+}
+const coalesced = (stage: Transform): Transform => stage.compose(new Coalesce());
 
 /**
  * parseRecipient, with a message that never shows what was typed unless it is plainly a public

@@ -86,6 +86,19 @@ describe('encryptionFromConfig', () => {
     for (const id of [alice, bob]) assert.equal((await decryptBuffer(object, [parseIdentity(id.identity)])).toString(), 'hello');
   });
 
+  test('encrypted output round-trips at every size around chunk and coalescing boundaries, and age reads it', async () => {
+    const e = await encryption({ WALSHIP_RECIPIENTS: alice.recipient });
+    const read = await encryption({ WALSHIP_IDENTITY_FILE: file(`${alice.identity}\n`) });
+    for (const size of [0, 1, 65535, 65536, 65537, (1 << 20) - 1, 1 << 20, (1 << 20) + 17, 3 * (1 << 20) + 7]) {
+      const payload = Buffer.alloc(size);
+      for (let i = 0; i < size; i += 4096) payload[i] = (i >>> 12) & 0xff;
+      const pieces = [payload.subarray(0, size >> 1), payload.subarray(size >> 1)];
+      const object = await buffer(await encodeObject(Readable.from(pieces), { compression: 'none', encryption: e }));
+      assert.ok((await decryptBuffer(object, [parseIdentity(alice.identity)])).equals(payload), `size ${size}`);
+      assert.ok((await buffer(decodeObject(Readable.from([object]), read, 'o'))).equals(payload), `size ${size}`);
+    }
+  });
+
   test('recipients from the setting and the file are merged and deduplicated', async () => {
     const recipientsFile = file(`# ops\n${alice.recipient}\n\n  # escrow, offline\n${bob.recipient}\r\n${alice.recipient}\n`, 0o644);
     const e = await encryption({ WALSHIP_RECIPIENTS: alice.recipient, WALSHIP_RECIPIENTS_FILE: recipientsFile });
