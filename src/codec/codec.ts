@@ -35,7 +35,12 @@ export async function encodeObject(payload: Readable, options: EncodeOptions): P
     stages.push(new Lz4FrameEncoder());
   }
   if (options.encryption?.encrypt) stages.push(options.encryption.encrypt());
-  return stages.reduce<Readable>((stream, stage) => stream.compose(stage), payload);
+  const encoded = stages.reduce<Readable>((stream, stage) => stream.compose(stage), payload);
+  // Storage may start reading only after its own set-up (a directory, a connection); an error
+  // emitted before then must not crash the process. The reader still gets it: iterating an
+  // errored stream rejects with its error.
+  encoded.on('error', () => {});
+  return encoded;
 }
 
 /** Which codec wrote these first bytes. */

@@ -4,7 +4,7 @@ import { link, mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs
 import { dirname, join, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { storageError, WalshipError } from '../errors.ts';
-import { syncDirectory, writeAll } from '../fsutil.ts';
+import { syncDirectory } from '../fsutil.ts';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage.ts';
 
 /** Temporary files start with this; listings skip them and `delete garbage` may remove stale ones. */
@@ -59,16 +59,15 @@ export class FileStorage implements Storage {
     await this.#io('create directory', dir, () => mkdir(dir, { recursive: true, mode: 0o750 }));
     const temp = join(dir, `${tempPrefix}${key.split('/').pop()}.${process.pid}.${randomBytes(4).toString('hex')}`);
     try {
-      await this.#io('write', temp, async () => {
-        const handle = await open(temp, 'wx', 0o640);
-        try {
-          if (Buffer.isBuffer(body)) await handle.writeFile(body);
-          else await writeAll(handle, body);
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-      });
+      // Only the file system's failures are storage errors; a failing body keeps its own error.
+      const handle = await this.#io('create', temp, () => open(temp, 'wx', 0o640));
+      try {
+        if (Buffer.isBuffer(body)) await this.#io('write', temp, () => handle.writeFile(body));
+        else for await (const chunk of body) await this.#io('write', temp, () => handle.write(chunk as Buffer));
+        await this.#io('fsync', temp, () => handle.sync());
+      } finally {
+        await handle.close();
+      }
       if (options.ifAbsent) {
         // link() fails with EEXIST if the name is taken: an atomic create-if-absent on POSIX filesystems.
         try {

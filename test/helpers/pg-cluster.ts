@@ -33,7 +33,7 @@
  * stops the server and deletes its temp dir. Whatever is still running when the
  * process exits (a failed test, a forgotten `remove()`, SIGINT/SIGTERM/SIGHUP)
  * is stopped with `pg_ctl stop -m immediate` from a process 'exit' hook, and the
- * temp dirs are deleted. Set `WALSHIP_KEEP_PG=1` to keep the temp dirs (data
+ * temp dirs are deleted. Set `KEEP_TEST_PG=1` to keep the temp dirs (data
  * and logs) for debugging; their paths are printed on exit.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -301,7 +301,7 @@ export async function chownToServerUser(dir: string): Promise<void> {
 // Temp dirs, ports and emergency clean-up
 // ---------------------------------------------------------------------------
 
-const KEEP = Boolean(process.env['WALSHIP_KEEP_PG']);
+const KEEP = Boolean(process.env['KEEP_TEST_PG']);
 /** Servers started and not yet seen exiting: pid → what `pg_ctl stop` needs. */
 const liveServers = new Map<number, { dataDir: string; major: number }>();
 /** Temp dirs created here and not yet removed. */
@@ -373,7 +373,7 @@ function tempRoot(): string {
 /**
  * Create a fresh temp dir owned by the server user, mode 0700 (e.g. a file://
  * repository the archive_command writes to, or a restore target). Deleted at
- * process exit unless `WALSHIP_KEEP_PG` is set; delete it earlier with
+ * process exit unless `KEEP_TEST_PG` is set; delete it earlier with
  * `fs.rm(dir, { recursive: true, force: true })` if you like.
  */
 export async function makeServerOwnedDir(prefix = 'walship-pg-'): Promise<string> {
@@ -756,7 +756,7 @@ export class Cluster implements AsyncDisposable {
   /**
    * Stop the server if running (immediate: the data goes away anyway) and delete
    * the temp dir (and the data dir, when this helper created it or was asked to).
-   * Idempotent. With `WALSHIP_KEEP_PG` set, only stops.
+   * Idempotent. With `KEEP_TEST_PG` set, only stops.
    */
   async remove(): Promise<void> {
     if (this.#removed) return;

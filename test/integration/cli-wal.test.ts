@@ -47,6 +47,7 @@ interface Repo {
 
 function repo(compression?: string, extraEnv: Record<string, string> = {}): Repo {
   const root = join(dir('repo'), 'archive');
+  mkdirSync(root); // walship never creates the repository directory itself
   const env: Record<string, string> = { WALSHIP_STORAGE: `file://${root}`, ...(compression ? { WALSHIP_COMPRESSION: compression } : {}), ...extraEnv };
   return {
     root,
@@ -178,7 +179,6 @@ describe('wal-push then wal-fetch gives back the same bytes', { concurrency: 3 }
 
   test('as the postgres OS user, by absolute path, as archive_command and restore_command run', async () => {
     const r = repo('zstd');
-    mkdirSync(r.root);
     chownSync(r.root, postgresUser().uid, postgresUser().gid);
     const pgwal = dir('pg_wal', 'postgres');
     const seg = makeSegment({ segmentSize: MiB, segNo: 9n });
@@ -280,7 +280,6 @@ describe('wal-push refuses bad input with its documented exit code and writes no
   test('a file the postgres user cannot read (root-owned, 0600): exit 2', async () => {
     const path = writeWalFile(dir('pg_wal'), makeSegment({ segmentSize: MiB }), 0o600);
     const r = repo('zstd');
-    mkdirSync(r.root);
     chownSync(r.root, postgresUser().uid, postgresUser().gid);
     const result = await r.push(path, { asUser: 'postgres' });
     assert.equal(result.code, ExitCode.usage, result.stderr);
@@ -405,8 +404,19 @@ describe('wal-fetch failures', { concurrency: true }, () => {
     await failsToFetch(r, '000000010000000000000099', ExitCode.notFound);
     await failsToFetch(r, '00000063.history', ExitCode.notFound);
     await failsToFetch(r, '000000010000000000000099', ExitCode.notFound, ['--standby']);
-    // A repository that was never written to has no WAL either.
+    // An empty repository has no WAL either.
     await failsToFetch(repo('zstd'), '000000010000000000000001', ExitCode.notFound);
+  });
+
+  test('a repository directory that does not exist (an unmounted volume) is a storage failure, never "not found"', async () => {
+    const root = join(dir('repo'), 'not-mounted');
+    const env = { WALSHIP_STORAGE: `file://${root}` };
+    const fetched = await runWalship(['wal-fetch', '000000010000000000000001', join(dir('pg_wal'), 'RECOVERYXLOG')], { env });
+    assert.equal(fetched.code, 128 + ExitCode.storage, fetched.stderr);
+    assert.match(fetched.stderr, /does not exist/);
+    const pushed = await runWalship(['wal-push', writeWalFile(dir('pg_wal'), makeSegment({ segmentSize: 1 << 20 }))], { env });
+    assert.equal(pushed.code, ExitCode.storage, pushed.stderr);
+    assert.equal(existsSync(root), false, 'wal-push must not create the repository directory');
   });
 
   test('a name that is not a WAL file name: exit 2, 130 under recovery', async () => {

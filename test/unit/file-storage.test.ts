@@ -20,6 +20,7 @@ after(() => scratch.remove());
 let repos = 0;
 const newRepo = () => {
   const root = join(scratch.path, `repo-${++repos}`);
+  mkdirSync(root);
   return { root, storage: new FileStorage(root) };
 };
 
@@ -284,5 +285,30 @@ describe('a read-only repository (the CLI as the postgres OS user: root would by
     assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
     assert.match(result.stderr, new RegExp(`file://${repo}.*permission denied`));
     assert.deepEqual(filesUnder(repo), []);
+  });
+});
+
+describe('a repository directory that does not exist', () => {
+  test('is a storage error for every operation, never "not found" and never created', async () => {
+    const root = join(scratch.path, 'not-mounted');
+    const storage = new FileStorage(root);
+    const attempts: [string, () => Promise<unknown>][] = [
+      ['put', () => storage.put('wal/000000010000000000000001', Buffer.from('x'), { ifAbsent: true })],
+      ['get', () => storage.get('wal/000000010000000000000001')],
+      ['head', () => storage.head('wal/000000010000000000000001')],
+      ['list', async () => {
+        for await (const _ of storage.list('wal/')) void _;
+      }],
+      ['delete', () => storage.delete(['wal/000000010000000000000001'])],
+    ];
+    for (const [what, attempt] of attempts) {
+      await assert.rejects(attempt, (err: unknown) => {
+        assert.ok(err instanceof WalshipError, `${what}: ${String(err)}`);
+        assert.equal(err.exitCode, ExitCode.storage);
+        assert.match(err.message, /does not exist/);
+        return true;
+      });
+    }
+    assert.equal(existsSync(root), false);
   });
 });
