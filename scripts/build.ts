@@ -6,7 +6,8 @@ import { rmSync } from 'node:fs';
 
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 await build({
-  entryPoints: { cli: 'src/cli/entry.ts' },
+  // wal: the fast entry for wal-push/wal-fetch as PostgreSQL runs them (src/cli/wal-entry.ts).
+  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts' },
   outdir: 'dist',
   bundle: true,
   splitting: true,
@@ -14,7 +15,7 @@ await build({
   platform: 'node',
   target: 'node22',
   chunkNames: 'chunks/[name]-[hash]',
-  external: ['zstd-napi', 'lz4-napi', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@google-cloud/*', '@azure/*', 'prom-client', 'cli-progress', 'tar-stream', '@scure/base'],
+  external: ['zstd-napi', 'lz4-napi', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@google-cloud/*', '@azure/*', 'prom-client', 'cli-progress', 'tar-stream'],
   banner: { js: "import { createRequire as __walshipRequire } from 'node:module'; const require = __walshipRequire(import.meta.url);" },
   sourcemap: 'linked',
   legalComments: 'none',

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { basename, resolve } from 'node:path';
-import { action, settingsHelp } from './context.ts';
+import { action, settingsHelp, type CommandContext } from './context.ts';
 import { settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { log } from '../log.ts';
@@ -12,6 +12,52 @@ import { log } from '../log.ts';
  */
 export const recoveryFailureOffset = 128;
 
+/** What `wal-fetch <name> <dest>` does, once settings are loaded (also run by the fast entry, wal-entry.ts). */
+export async function walFetch(ctx: CommandContext, name: string, dest: string): Promise<number | void> {
+  const config = ctx.config;
+  if (config.daemonSocket) {
+    const { handOver, DaemonNotFound } = await import('../daemon/hand-over.ts');
+    try {
+      if (await handOver(config, { op: 'fetch', name, dest: resolve(dest) })) return;
+    } catch (err) {
+      if (!(err instanceof DaemonNotFound)) throw err;
+      log.debug('not in the archive', { file: name });
+      return ExitCode.notFound;
+    }
+  }
+  const { fetchForRecovery } = await import('../wal/fetch.ts');
+  const { isNotFound } = await import('../storage/storage.ts');
+  try {
+    await fetchForRecovery(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption() }, {
+      depth: config.prefetch,
+      waitMs: config.storageTimeout * 1000,
+      startPrefetcher: (walDir, first, segmentSize) => spawnPrefetcher(config.configPath, walDir, first, segmentSize),
+    });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    log.debug('not in the archive', { file: name });
+    return ExitCode.notFound;
+  }
+}
+
+/** The action with wal-fetch's exit-code rules (standby: "not there yet"; under recovery: above 125). */
+export function walFetchAction(flags: { standby?: boolean | undefined; recovery?: boolean | undefined }, destination: string) {
+  return action(
+    'wal-fetch',
+    (ctx, name: string, dest: string) => walFetch(ctx, name, dest),
+    {
+      exitCodeFor(_err, code) {
+        if (flags.standby) {
+          log.warn('reporting the failure as "not there yet" to the standby, which will retry');
+          return ExitCode.notFound;
+        }
+        const underRecovery = flags.recovery || basename(destination).startsWith('RECOVERY');
+        return underRecovery ? recoveryFailureOffset + code : code;
+      },
+    },
+  );
+}
+
 export function register(program: Command): void {
   program
     .command('wal-fetch')
@@ -22,48 +68,8 @@ export function register(program: Command): void {
     .option('--recovery', 'treat failures as fatal for recovery (exit above 125); implied when <dest> is pg_wal/RECOVERY*')
     .addHelpText('after', settingsHelp(['storage', 'identityFile', 'passphraseFile', 'prefetch', 'downloadConcurrency', 'daemonSocket', 'storageTimeout', 'logFormat', 'logLevel'], settings))
     .addHelpText('after', `\nExit codes: 0 restored; 1 not in the archive; under recovery any other failure exits ${recoveryFailureOffset} + its code (e.g. 132 corrupt object, 133 storage down) so PostgreSQL stops instead of ending recovery early.\n`)
-    .action(
-      action(
-        'wal-fetch',
-        async (ctx, name: string, dest: string) => {
-          const config = ctx.config;
-          if (config.daemonSocket) {
-            const { handOver, DaemonNotFound } = await import('../daemon/hand-over.ts');
-            try {
-              if (await handOver(config, { op: 'fetch', name, dest: resolve(dest) })) return;
-            } catch (err) {
-              if (!(err instanceof DaemonNotFound)) throw err;
-              log.debug('not in the archive', { file: name });
-              return ExitCode.notFound;
-            }
-          }
-          const { fetchForRecovery } = await import('../wal/fetch.ts');
-          const { isNotFound } = await import('../storage/storage.ts');
-          try {
-            await fetchForRecovery(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption() }, {
-              depth: config.prefetch,
-              waitMs: config.storageTimeout * 1000,
-              startPrefetcher: (walDir, first, segmentSize) => spawnPrefetcher(config.configPath, walDir, first, segmentSize),
-            });
-          } catch (err) {
-            if (!isNotFound(err)) throw err;
-            log.debug('not in the archive', { file: name });
-            return ExitCode.notFound;
-          }
-        },
-        {
-          exitCodeFor(_err, code) {
-            const flags = program.commands.find((c) => c.name() === 'wal-fetch')!.opts();
-            if (flags.standby) {
-              log.warn('reporting the failure as "not there yet" to the standby, which will retry');
-              return ExitCode.notFound;
-            }
-            const dest = program.commands.find((c) => c.name() === 'wal-fetch')!.args[1] ?? '';
-            const underRecovery = flags.recovery || basename(dest).startsWith('RECOVERY');
-            return underRecovery ? recoveryFailureOffset + code : code;
-          },
-        },
-      ),
+    .action(async (name: string, dest: string, flags: { standby?: boolean; recovery?: boolean }, command: Command) =>
+      walFetchAction(flags, dest)(name, dest, flags, command),
     );
   registerPrefetcher(program);
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { action, settingsHelp } from './context.ts';
+import { action, settingsHelp, type CommandContext } from './context.ts';
 import { settings } from '../config/settings.ts';
 
 export function register(program: Command): void {
@@ -15,22 +15,31 @@ export function register(program: Command): void {
       // (bin/walship does the same check in sh, before Node starts; this covers other launchers.)
       const { consumeMarker } = await import('../wal/lookahead.ts');
       if (await consumeMarker(path)) process.exit(0);
-      await work(path, ...rest);
+      await walPushAction(path, ...rest);
     });
-  const work = action(
-    'wal-push',
-    async (ctx, path: string) => {
-      const config = ctx.config;
-      if (config.daemonSocket) {
-        const { handOver } = await import('../daemon/hand-over.ts');
-        if (await handOver(config, { op: 'push', path: resolve(path) })) return;
-      }
-      const [{ pushWalFile }, { pushWithLookahead }] = await Promise.all([import('../wal/push.ts'), import('../wal/lookahead.ts')]);
-      const pushCtx = { storage: await ctx.storage(), encode: await ctx.encodeOptions(), encryption: await ctx.encryption(), allowUnencrypted: config.allowUnencrypted };
-      const push = (file: string) => pushWalFile(file, pushCtx);
-      if (config.lookahead > 0) await pushWithLookahead(path, push, { lookahead: config.lookahead, concurrency: config.uploadConcurrency });
-      else await push(path);
-    },
-    { overrides: (flags) => ({ allowUnencrypted: flags.allowUnencrypted ? true : undefined }) },
-  );
 }
+
+/** What `wal-push <path>` does, once settings are loaded (also run by the fast entry, wal-entry.ts). */
+export async function walPush(ctx: CommandContext, path: string): Promise<void> {
+  const config = ctx.config;
+  if (config.daemonSocket) {
+    const { handOver } = await import('../daemon/hand-over.ts');
+    if (await handOver(config, { op: 'push', path: resolve(path) })) return;
+  }
+  const [{ pushWalFile }, { pushWithLookahead }] = await Promise.all([import('../wal/push.ts'), import('../wal/lookahead.ts')]);
+  const pushCtx = {
+    storage: await ctx.storage(),
+    encode: await ctx.encodeOptions(),
+    encryption: await ctx.encryption(),
+    allowUnencrypted: config.allowUnencrypted,
+    // One process per call: reading and compressing the file in one go is faster than streams.
+    wholeFile: true,
+  };
+  const push = (file: string) => pushWalFile(file, pushCtx);
+  if (config.lookahead > 0) await pushWithLookahead(path, push, { lookahead: config.lookahead, concurrency: config.uploadConcurrency });
+  else await push(path);
+}
+
+export const walPushAction = action('wal-push', walPush, {
+  overrides: (flags) => ({ allowUnencrypted: flags.allowUnencrypted ? true : undefined }),
+});
