@@ -6,7 +6,7 @@ export function register(program: Command): void {
   const command = program
     .command('status')
     .description('repository health for monitoring: newest backup age, archive lag, repository size')
-    .option('--json', 'one JSON object on stdout (fields documented in docs/retention.md)')
+    .option('--json', 'one JSON object on stdout (fields documented in the README)')
     .option('--no-cluster', 'do not connect to PostgreSQL (no archive lag)')
     .addHelpText(
       'after',

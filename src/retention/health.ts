@@ -161,7 +161,7 @@ async function switchAndWait(
 // status
 // ---------------------------------------------------------------------------------------------
 
-/** `walship status --json`: the documented fields (docs/retention.md). */
+/** `walship status --json`: the documented fields (README: "walship status --json"). */
 export interface StatusReport {
   time: string;
   repository: {
