@@ -40,14 +40,23 @@ export interface BenchContext {
   quick: boolean;
   /** Scratch directory, removed at the end. */
   workDir: string;
-  segments: MadeSegments;
-  /** Directory holding global/pg_control and PG_VERSION of the cluster that wrote the segments. */
+  /** The real WAL segments every section measures on (with the cluster's pg_control). */
+  wal: MadeSegments;
+  /** How many segments a section that makes its own data should use (the same count as `wal`). */
+  segments: number;
   log(line: string): void;
   record(row: Row): void;
   rows: Row[];
   /** Arguments after --, for sections that take their own. */
   args: string[];
 }
+
+/**
+ * The contract of a section module: `export async function run(ctx: BenchContext)`. It adds rows
+ * with ctx.record(); it may also return an object, whose numbers and strings are recorded as rows
+ * of a section named after the module.
+ */
+export type BenchSection = (ctx: BenchContext) => Promise<unknown>;
 
 /** The environment for walship and the tools: this process's, minus every WALSHIP_* variable, plus `extra`. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {

@@ -11,6 +11,11 @@ export interface PgBackRest {
   stanza: string;
   /** Arguments for archive-push / archive-get. */
   args(command: string, ...rest: string[]): string[];
+  /**
+   * The same repository for another data directory (archive-get must run with the data directory
+   * as its working directory, and that must be pg1-path).
+   */
+  forPgdata(pgdata: string): PgBackRest;
 }
 
 export function pgbackrestVersion(): string | undefined {
@@ -46,11 +51,17 @@ export function setupPgBackRest(
   ];
   fs.writeFileSync(config, lines.join('\n'));
   if (options.owner) spawnSync('chown', ['-R', `${options.owner.uid}:${options.owner.gid}`, dir]);
-  const pgbr: PgBackRest = {
-    config,
+  const withConfig = (file: string): PgBackRest => ({
+    config: file,
     stanza: 'bench',
-    args: (command, ...rest) => [`--config=${config}`, '--stanza=bench', command, ...rest],
-  };
+    args: (command, ...rest) => [`--config=${file}`, '--stanza=bench', command, ...rest],
+    forPgdata(other) {
+      const copy = path.join(dir, `pgbackrest-${fs.readdirSync(dir).length}.conf`);
+      fs.writeFileSync(copy, lines.map((l) => (l.startsWith('pg1-path=') ? `pg1-path=${other}` : l)).join('\n'));
+      return withConfig(copy);
+    },
+  });
+  const pgbr = withConfig(config);
   const r = spawnSync('pgbackrest', [...pgbr.args('stanza-create'), '--no-online'], {
     encoding: 'utf8',
     ...(options.owner ? { uid: options.owner.uid, gid: options.owner.gid } : {}),

@@ -13,10 +13,10 @@ import { cleanEnv, makePgdata, median, settle, timeSteps, walshipBin, walshipRoo
 const SECTION = 'wal-push start-up path: where the time of one process per segment goes (medians, ms)';
 
 export async function run(ctx: BenchContext): Promise<void> {
-  const names = ctx.segments.names.slice(0, Math.min(ctx.segments.names.length, ctx.quick ? 12 : 24));
+  const names = ctx.wal.names.slice(0, Math.min(ctx.wal.names.length, ctx.quick ? 12 : 24));
   const node = process.execPath;
   const dir = path.join(ctx.workDir, 'profile');
-  const pgdata = makePgdata(path.join(dir, 'pgdata'), { ...ctx.segments, names }, { withWal: true, ready: false });
+  const pgdata = makePgdata(path.join(dir, 'pgdata'), { ...ctx.wal, names }, { withWal: true, ready: false });
   const each = (label: string, step: (name: string, i: number) => Step[], env: NodeJS.ProcessEnv = cleanEnv()) => {
     settle();
     const times = names.map((name, i) => timeSteps(step(name, i), { cwd: pgdata, env }));

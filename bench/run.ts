@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { repoRoot, table, useWalshipAt, type BenchContext, type Row } from './lib.ts';
+import { repoRoot, table, useWalshipAt, type BenchContext, type BenchSection, type Row } from './lib.ts';
 import { makeSegments } from './segments.ts';
 import { pgbackrestVersion } from './pgbackrest.ts';
 
@@ -64,7 +64,8 @@ try {
   const ctx: BenchContext = {
     quick,
     workDir,
-    segments,
+    wal: segments,
+    segments: count,
     log,
     rows,
     args: positionals,
@@ -76,8 +77,15 @@ try {
     log(`== ${topic}`);
     try {
       if (/export\s+(async\s+)?function\s+run\s*\(/.test(source)) {
-        const mod = (await import(file)) as { run(ctx: BenchContext): Promise<void> };
-        await mod.run(ctx);
+        const mod = (await import(file)) as { run: BenchSection };
+        const result = await mod.run(ctx);
+        if (result && typeof result === 'object') {
+          for (const [name, value] of Object.entries(result)) {
+            if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean') {
+              rows.push({ section: topic, name, value: typeof value === 'number' ? String(Math.round(value * 100) / 100) : String(value) });
+            }
+          }
+        }
       } else if (source.includes("'json'") || source.includes('json:')) {
         runScript(topic, file, ctx);
       } else {

@@ -3,6 +3,7 @@
  * turn; the number of `.ready` files in pg_wal/archive_status (segments written, not yet archived)
  * is sampled every 200 ms. Reported: peak and mean backlog, segments written, time to drain after
  * pgbench stops, and pgbench's tps (the archiver competes with the database for the 2 cores).
+ * pgbench runs with a CHECKPOINT every second, so WAL comes at several segments per second.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -103,7 +104,18 @@ export async function run(ctx: BenchContext): Promise<void> {
           await sleep(200);
         }
       })();
+      // A checkpoint every second keeps full-page images coming: several segments per second here,
+      // more than one process per segment can archive, as on a busy server.
+      let loading = true;
+      const checkpoints = (async () => {
+        while (loading) {
+          await c.sql('CHECKPOINT').catch(() => {});
+          await sleep(1000);
+        }
+      })();
       const bench = await c.pgbench(['-c', '4', '-j', '2', '-T', String(seconds)], { timeoutMs: (seconds + 120) * 1000 });
+      loading = false;
+      await checkpoints;
       const endSeg = await c.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
       const drainStart = Date.now();
       while (countReady() > 0 && Date.now() - drainStart < 300_000) await sleep(200);

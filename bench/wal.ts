@@ -19,7 +19,7 @@ const PUSH = 'wal-push: archive one 16 MiB segment (file:// / local repository)'
 const FETCH = 'wal-fetch: restore one 16 MiB segment';
 
 export async function run(ctx: BenchContext): Promise<void> {
-  const { segments, workDir } = ctx;
+  const { wal: segments, workDir } = ctx;
   const n = segments.names.length;
   let variant = 0;
   const fresh = (label: string) => path.join(workDir, `${String(++variant).padStart(2, '0')}-${label}`);
@@ -153,14 +153,16 @@ export async function run(ctx: BenchContext): Promise<void> {
   }
   {
     const pgdata = makePgdata(fresh('fetch-pgbr'), segments, { withWal: false, ready: false });
+    const pgbr = pgbrZst.forPgdata(pgdata);
     settle();
-    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'pgbackrest', args: pgbrZst.args('archive-get', name, dest) }], cleanEnv());
+    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'pgbackrest', args: pgbr.args('archive-get', name, dest) }], cleanEnv());
     record(FETCH, 'pgBackRest archive-get (zst-1) sync', times, ['cp']);
   }
   {
     const pgdata = makePgdata(fresh('fetch-pgbr-async'), segments, { withWal: false, ready: false });
+    const pgbr = pgbrZst.forPgdata(pgdata);
     settle();
-    const args = (name: string, dest: string) => ['--archive-async', '--process-max=2', ...pgbrZst.args('archive-get', name, dest)];
+    const args = (name: string, dest: string) => ['--archive-async', '--process-max=2', ...pgbr.args('archive-get', name, dest)];
     const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'pgbackrest', args: args(name, dest) }], cleanEnv());
     record(FETCH, 'pgBackRest archive-get (zst-1) async, process-max 2', times, ['cp', 'pgBackRest archive-get (zst-1) sync']);
   }
