@@ -7,191 +7,228 @@
  * cp + sync; zstd -1 + sync; lz4 -1 + sync; pgBackRest archive-push sync (zst level 1, lz4) and
  * async (zst level 1, process-max 2). Fetch: walship cold, with prefetch, via the daemon; cp;
  * pgBackRest archive-get sync and async.
+ *
+ * This machine is shared and its load drifts, so:
+ * - the one-call-per-segment variants are interleaved: segment i is pushed by every variant in
+ *   turn (starting with a different one each time) before segment i+1; drift hits all alike;
+ * - variants that work ahead in the background (lookahead, daemon, async, prefetch) cannot be
+ *   interleaved (their background work would run during the others' timings): each runs as a
+ *   block, twice, in forward then reverse order, and the figures are the mean of the two rounds.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { archiverLoop, cleanEnv, makePgdata, median, recoveryLoop, settle, sum, walshipBin, type BenchContext, type Step } from './lib.ts';
-import { setupPgBackRest } from './pgbackrest.ts';
+import { cleanEnv, makePgdata, median, settle, sum, timeSteps, walshipBin, type BenchContext, type Step } from './lib.ts';
+import { setupPgBackRest, type PgBackRest } from './pgbackrest.ts';
+import type { MadeSegments } from './segments.ts';
 
-const PUSH = 'wal-push: archive one 16 MiB segment (file:// / local repository)';
+const PUSH = 'wal-push: archive one 16 MiB segment (local repository)';
 const FETCH = 'wal-fetch: restore one 16 MiB segment';
+
+interface Lane {
+  name: string;
+  reference: string[];
+  note?: string;
+  /** Prepare a fresh data directory (and repository), return how to run one call. */
+  prepare(dir: string): Promise<LaneRun> | LaneRun;
+}
+
+interface LaneRun {
+  pgdata: string;
+  env: NodeJS.ProcessEnv;
+  step(name: string): Step[];
+  teardown?(): Promise<void>;
+}
 
 export async function run(ctx: BenchContext): Promise<void> {
   const { wal: segments, workDir } = ctx;
-  const n = segments.names.length;
-  let variant = 0;
-  const fresh = (label: string) => path.join(workDir, `${String(++variant).padStart(2, '0')}-${label}`);
-
-  const record = (section: string, name: string, times: number[], reference: string[], note?: string) => {
-    ctx.record({ section, name, medianMs: median(times), perSegmentMs: sum(times) / n, reference, note });
-    ctx.log(`  ${name}: median ${median(times).toFixed(1)} ms, amortized ${(sum(times) / n).toFixed(1)} ms/segment`);
-  };
-  const refs = ['cp + sync', 'zstd -1 + sync', 'pgBackRest archive-push zst-1 sync'];
-
-  // --- references ------------------------------------------------------------------------------
-  const outDir = (label: string) => {
-    const dir = fresh(label);
+  let counter = 0;
+  const fresh = (label: string) => {
+    const dir = path.join(workDir, `${String(++counter).padStart(2, '0')}-${label.replace(/[^a-z0-9]+/gi, '-').slice(0, 40)}`);
     fs.mkdirSync(dir, { recursive: true });
     return dir;
   };
+  const record = (section: string, lane: Lane, rounds: number[][]) => {
+    const all = rounds.flat();
+    const perSegment = rounds.reduce((a, times) => a + sum(times) / times.length, 0) / rounds.length;
+    ctx.record({ section, name: lane.name, medianMs: median(all), perSegmentMs: perSegment, reference: lane.reference, note: lane.note });
+    ctx.log(`  ${lane.name}: median ${median(all).toFixed(1)} ms, amortized ${perSegment.toFixed(1)} ms/segment`);
+  };
+
   // Warm the compile cache and the page cache of the segments once, untimed.
-  spawn(walshipBin, ['--version']).on('error', () => {});
-  await sleep(500);
+  timeSteps([{ file: walshipBin, args: ['--version'] }]);
   for (const name of segments.names) fs.readFileSync(path.join(segments.dir, name));
 
-  ctx.log('push: references');
-  {
-    const pgdata = makePgdata(fresh('cp'), segments, { withWal: true, ready: true });
-    const out = outDir('cp-out');
-    settle();
-    const times = archiverLoop(pgdata, segments, (p, name) => [
-      { file: 'cp', args: [p, path.join(out, name)] },
-      { file: 'sync', args: [path.join(out, name)] },
-    ], cleanEnv());
-    record(PUSH, 'cp + sync', times, []);
-  }
-  {
-    const pgdata = makePgdata(fresh('zstd'), segments, { withWal: true, ready: true });
-    const out = outDir('zstd-out');
-    settle();
-    const times = archiverLoop(pgdata, segments, (p, name) => [
-      { file: 'zstd', args: ['-q', '-1', p, '-o', path.join(out, `${name}.zst`)] },
-      { file: 'sync', args: [path.join(out, `${name}.zst`)] },
-    ], cleanEnv());
-    record(PUSH, 'zstd -1 + sync', times, ['cp + sync']);
-  }
-  {
-    const pgdata = makePgdata(fresh('lz4'), segments, { withWal: true, ready: true });
-    const out = outDir('lz4-out');
-    settle();
-    const times = archiverLoop(pgdata, segments, (p, name) => [
-      { file: 'lz4', args: ['-q', '-1', p, path.join(out, `${name}.lz4`)] },
-      { file: 'sync', args: [path.join(out, `${name}.lz4`)] },
-    ], cleanEnv());
-    record(PUSH, 'lz4 -1 + sync', times, ['cp + sync']);
-  }
-
-  // --- pgBackRest ------------------------------------------------------------------------------
-  ctx.log('push: pgBackRest 2.45');
-  const pgbrZst = (() => {
-    const dir = fresh('pgbr-zst');
+  const refs = ['cp + sync', 'zstd -1 + sync', 'pgBackRest archive-push zst-1 sync'];
+  const asyncRefs = [...refs, 'pgBackRest archive-push zst-1 async, process-max 2'];
+  const copyTo = (label: string, tool: (src: string, out: string) => Step[]): Lane['prepare'] => (dir) => {
     const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
-    const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), pgdata, { compressType: 'zst', compressLevel: 1 });
-    settle();
-    const times = archiverLoop(pgdata, segments, (p) => [{ file: 'pgbackrest', args: pgbr.args('archive-push', p) }], cleanEnv());
-    record(PUSH, 'pgBackRest archive-push zst-1 sync', times, ['cp + sync', 'zstd -1 + sync']);
-    return pgbr;
-  })();
-  {
-    const dir = fresh('pgbr-lz4');
-    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
-    const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), pgdata, { compressType: 'lz4' });
-    settle();
-    const times = archiverLoop(pgdata, segments, (p) => [{ file: 'pgbackrest', args: pgbr.args('archive-push', p) }], cleanEnv());
-    record(PUSH, 'pgBackRest archive-push lz4 sync', times, ['cp + sync', 'lz4 -1 + sync']);
-  }
-  {
-    const dir = fresh('pgbr-async');
-    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
-    const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), pgdata, { compressType: 'zst', compressLevel: 1, async: true, processMax: 2 });
-    settle();
-    const times = archiverLoop(pgdata, segments, (p) => [{ file: 'pgbackrest', args: pgbr.args('archive-push', p) }], cleanEnv());
-    record(PUSH, 'pgBackRest archive-push zst-1 async, process-max 2', times, ['cp + sync', 'pgBackRest archive-push zst-1 sync']);
-  }
-
-  // --- walship ---------------------------------------------------------------------------------
-  ctx.log('push: walship');
-  const walshipPush = (label: string, env: Record<string, string>, reference: string[], note?: string) => {
-    const dir = fresh(label);
-    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
-    const repo = path.join(dir, 'repo');
-    fs.mkdirSync(repo);
-    settle();
-    const times = archiverLoop(pgdata, segments, (p) => [{ file: walshipBin, args: ['wal-push', p] }], cleanEnv({ WALSHIP_STORAGE: `file://${repo}`, ...env }));
-    record(PUSH, label, times, reference, note);
-    return repo;
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(out);
+    return { pgdata, env: cleanEnv(), step: (name) => [...tool(`pg_wal/${name}`, path.join(out, `${name}${label}`)), { file: 'sync', args: [path.join(out, `${name}${label}`)] }] };
   };
-  const zstdRepo = walshipPush('walship zstd-1, one process per segment', { WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'zstd', WALSHIP_COMPRESSION_LEVEL: '1' }, refs);
-  walshipPush('walship lz4, one process per segment', { WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'lz4' }, ['cp + sync', 'lz4 -1 + sync', 'pgBackRest archive-push lz4 sync']);
-  walshipPush('walship none, one process per segment', { WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'none' }, ['cp + sync']);
-  for (const [lookahead, concurrency] of ctx.quick ? [[8, 2]] : [[8, 1], [8, 2], [8, 3], [16, 2]]) {
-    walshipPush(
-      `walship zstd-1, lookahead ${lookahead}, ${concurrency} parallel`,
-      { WALSHIP_LOOKAHEAD: String(lookahead), WALSHIP_UPLOAD_CONCURRENCY: String(concurrency) },
-      [...refs, 'pgBackRest archive-push zst-1 async, process-max 2'],
-    );
-  }
-  {
-    const label = 'walship zstd-1, via daemon (2 parallel)';
-    const dir = fresh('daemon');
-    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: false });
+  const pgbrPush = (options: Parameters<typeof setupPgBackRest>[2]): Lane['prepare'] => (dir) => {
+    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
+    const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), pgdata, options);
+    return { pgdata, env: cleanEnv(), step: (name) => [{ file: 'pgbackrest', args: pgbr.args('archive-push', `pg_wal/${name}`) }] };
+  };
+  const walshipPush = (settings: Record<string, string>): Lane['prepare'] => (dir) => {
+    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
     const repo = path.join(dir, 'repo');
     fs.mkdirSync(repo);
-    const socket = path.join(dir, 'd.sock');
-    const env = cleanEnv({ WALSHIP_STORAGE: `file://${repo}`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off', WALSHIP_UPLOAD_CONCURRENCY: '2' });
-    const daemon = await startDaemon(env, pgdata, socket);
-    try {
-      settle();
-      // PostgreSQL marks segments ready as it fills them: here all at once, the daemon sees them when they appear.
-      for (const name of segments.names) fs.writeFileSync(path.join(pgdata, 'pg_wal', 'archive_status', `${name}.ready`), '');
-      const times = archiverLoop(pgdata, segments, (p) => [{ file: walshipBin, args: ['wal-push', p] }], env);
-      record(PUSH, label, times, [...refs, 'pgBackRest archive-push zst-1 async, process-max 2']);
-    } finally {
-      await stopDaemon(daemon);
-    }
-  }
+    return { pgdata, env: cleanEnv({ WALSHIP_STORAGE: `file://${repo}`, ...settings }), step: (name) => [{ file: walshipBin, args: ['wal-push', `pg_wal/${name}`] }] };
+  };
 
-  // --- fetch -----------------------------------------------------------------------------------
-  ctx.log('fetch');
-  {
-    const pgdata = makePgdata(fresh('fetch-cp'), segments, { withWal: false, ready: false });
-    settle();
-    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'cp', args: [path.join(segments.dir, name), dest] }], cleanEnv());
-    record(FETCH, 'cp', times, []);
-  }
-  {
-    const pgdata = makePgdata(fresh('fetch-pgbr'), segments, { withWal: false, ready: false });
-    const pgbr = pgbrZst.forPgdata(pgdata);
-    settle();
-    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'pgbackrest', args: pgbr.args('archive-get', name, dest) }], cleanEnv());
-    record(FETCH, 'pgBackRest archive-get (zst-1) sync', times, ['cp']);
-  }
-  {
-    const pgdata = makePgdata(fresh('fetch-pgbr-async'), segments, { withWal: false, ready: false });
-    const pgbr = pgbrZst.forPgdata(pgdata);
-    settle();
-    const args = (name: string, dest: string) => ['--archive-async', '--process-max=2', ...pgbr.args('archive-get', name, dest)];
-    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: 'pgbackrest', args: args(name, dest) }], cleanEnv());
-    record(FETCH, 'pgBackRest archive-get (zst-1) async, process-max 2', times, ['cp', 'pgBackRest archive-get (zst-1) sync']);
-  }
+  // --- push, one call per segment: interleaved --------------------------------------------------
+  ctx.log('push: one call per segment (interleaved)');
+  let pgbrZst: PgBackRest | undefined;
+  let zstdRepo = '';
+  const syncPush: Lane[] = [
+    { name: 'cp + sync', reference: [], prepare: copyTo('', (src, out) => [{ file: 'cp', args: [src, out] }]) },
+    { name: 'zstd -1 + sync', reference: ['cp + sync'], prepare: copyTo('.zst', (src, out) => [{ file: 'zstd', args: ['-q', '-1', src, '-o', out] }]) },
+    { name: 'lz4 -1 + sync', reference: ['cp + sync'], prepare: copyTo('.lz4', (src, out) => [{ file: 'lz4', args: ['-q', '-1', src, out] }]) },
+    {
+      name: 'pgBackRest archive-push zst-1 sync',
+      reference: ['cp + sync', 'zstd -1 + sync'],
+      prepare: (dir) => {
+        const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: true });
+        const pgbr = setupPgBackRest(path.join(dir, 'pgbr'), pgdata, { compressType: 'zst', compressLevel: 1 });
+        pgbrZst = pgbr;
+        return { pgdata, env: cleanEnv(), step: (name) => [{ file: 'pgbackrest', args: pgbr.args('archive-push', `pg_wal/${name}`) }] };
+      },
+    },
+    { name: 'pgBackRest archive-push lz4 sync', reference: ['cp + sync', 'lz4 -1 + sync'], prepare: pgbrPush({ compressType: 'lz4' }) },
+    {
+      name: 'walship zstd-1, one process per segment',
+      reference: refs,
+      prepare: (dir) => {
+        zstdRepo = path.join(dir, 'repo');
+        return walshipPush({ WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'zstd', WALSHIP_COMPRESSION_LEVEL: '1' })(dir) as LaneRun;
+      },
+    },
+    { name: 'walship lz4, one process per segment', reference: ['cp + sync', 'lz4 -1 + sync', 'pgBackRest archive-push lz4 sync'], prepare: walshipPush({ WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'lz4' }) },
+    { name: 'walship none, one process per segment', reference: ['cp + sync'], prepare: walshipPush({ WALSHIP_LOOKAHEAD: '0', WALSHIP_COMPRESSION: 'none' }) },
+  ];
+  const pushTimes = await interleaved(syncPush, segments, fresh, 'archive');
+  syncPush.forEach((lane, i) => record(PUSH, lane, [pushTimes[i]!]));
+
+  // --- push, working ahead: blocks, two rounds --------------------------------------------------
+  ctx.log('push: working ahead (blocks, two rounds)');
+  const aheadPush: Lane[] = [
+    {
+      name: 'pgBackRest archive-push zst-1 async, process-max 2',
+      reference: ['cp + sync', 'pgBackRest archive-push zst-1 sync'],
+      prepare: pgbrPush({ compressType: 'zst', compressLevel: 1, async: true, processMax: 2 }),
+    },
+    ...(ctx.quick ? [[8, 2]] : [[8, 1], [8, 2], [8, 3], [16, 2]]).map(([lookahead, concurrency]) => ({
+      name: `walship zstd-1, lookahead ${lookahead}, ${concurrency} parallel`,
+      reference: asyncRefs,
+      prepare: walshipPush({ WALSHIP_LOOKAHEAD: String(lookahead), WALSHIP_UPLOAD_CONCURRENCY: String(concurrency) }),
+    })),
+    {
+      name: 'walship zstd-1, via daemon (2 parallel)',
+      reference: asyncRefs,
+      prepare: async (dir) => {
+        const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: true, ready: false });
+        const repo = path.join(dir, 'repo');
+        fs.mkdirSync(repo);
+        const socket = path.join(dir, 'd.sock');
+        const env = cleanEnv({ WALSHIP_STORAGE: `file://${repo}`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off', WALSHIP_UPLOAD_CONCURRENCY: '2' });
+        const daemon = await startDaemon(env, pgdata, socket);
+        // PostgreSQL marks segments ready as it fills them; here all at once, after the daemon started.
+        for (const name of segments.names) fs.writeFileSync(path.join(pgdata, 'pg_wal', 'archive_status', `${name}.ready`), '');
+        return { pgdata, env, step: (name) => [{ file: walshipBin, args: ['wal-push', `pg_wal/${name}`] }], teardown: () => stopDaemon(daemon) };
+      },
+    },
+  ];
+  await blocks(aheadPush, segments, fresh, 'archive', (lane, rounds) => record(PUSH, lane, rounds));
+
+  // --- fetch ----------------------------------------------------------------------------------
   const fetchRefs = ['cp', 'pgBackRest archive-get (zst-1) sync', 'pgBackRest archive-get (zst-1) async, process-max 2'];
-  const walshipFetch = (label: string, env: Record<string, string>) => {
-    const pgdata = makePgdata(fresh(label.replace(/\W+/g, '-')), segments, { withWal: false, ready: false });
-    settle();
-    const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: walshipBin, args: ['wal-fetch', name, dest] }], cleanEnv({ WALSHIP_STORAGE: `file://${zstdRepo}`, ...env }));
-    record(FETCH, label, times, fetchRefs);
+  const emptyPgdata = (dir: string) => makePgdata(path.join(dir, 'pgdata'), segments, { withWal: false, ready: false });
+  const walshipFetch = (settings: Record<string, string>): Lane['prepare'] => (dir) => ({
+    pgdata: emptyPgdata(dir),
+    env: cleanEnv({ WALSHIP_STORAGE: `file://${zstdRepo}`, ...settings }),
+    step: (name) => [{ file: walshipBin, args: ['wal-fetch', name, 'pg_wal/RECOVERYXLOG'] }],
     // Removing the data directory stops its prefetcher.
-    fs.rmSync(pgdata, { recursive: true, force: true });
+    teardown: async () => fs.rmSync(path.join(dir, 'pgdata'), { recursive: true, force: true }),
+  });
+  const pgbrGet = (extra: string[]): Lane['prepare'] => (dir) => {
+    const pgdata = emptyPgdata(dir);
+    const pgbr = pgbrZst!.forPgdata(pgdata);
+    return { pgdata, env: cleanEnv(), step: (name) => [{ file: 'pgbackrest', args: [...extra, ...pgbr.args('archive-get', name, 'pg_wal/RECOVERYXLOG')] }] };
   };
-  walshipFetch('walship cold (no prefetch)', { WALSHIP_PREFETCH: '0' });
-  walshipFetch('walship with prefetch (16 ahead, 2 parallel)', { WALSHIP_PREFETCH: '16', WALSHIP_DOWNLOAD_CONCURRENCY: '2' });
-  {
-    const label = 'walship via daemon (prefetch 16)';
-    const dir = fresh('fetch-daemon');
-    const pgdata = makePgdata(path.join(dir, 'pgdata'), segments, { withWal: false, ready: false });
-    const socket = path.join(dir, 'd.sock');
-    const env = cleanEnv({ WALSHIP_STORAGE: `file://${zstdRepo}`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off' });
-    const daemon = await startDaemon(env, undefined, socket);
-    try {
+  ctx.log('fetch: one call per segment (interleaved)');
+  const syncFetch: Lane[] = [
+    { name: 'cp', reference: [], prepare: (dir) => ({ pgdata: emptyPgdata(dir), env: cleanEnv(), step: (name) => [{ file: 'cp', args: [path.join(segments.dir, name), 'pg_wal/RECOVERYXLOG'] }] }) },
+    { name: 'pgBackRest archive-get (zst-1) sync', reference: ['cp'], prepare: pgbrGet([]) },
+    { name: 'walship cold (no prefetch)', reference: fetchRefs, prepare: walshipFetch({ WALSHIP_PREFETCH: '0' }) },
+  ];
+  const fetchTimes = await interleaved(syncFetch, segments, fresh, 'recover');
+  syncFetch.forEach((lane, i) => record(FETCH, lane, [fetchTimes[i]!]));
+
+  ctx.log('fetch: working ahead (blocks, two rounds)');
+  const aheadFetch: Lane[] = [
+    { name: 'pgBackRest archive-get (zst-1) async, process-max 2', reference: ['cp', 'pgBackRest archive-get (zst-1) sync'], prepare: pgbrGet(['--archive-async', '--process-max=2']) },
+    { name: 'walship with prefetch (16 ahead, 2 parallel)', reference: fetchRefs, prepare: walshipFetch({ WALSHIP_PREFETCH: '16', WALSHIP_DOWNLOAD_CONCURRENCY: '2' }) },
+    {
+      name: 'walship via daemon (prefetch 16)',
+      reference: fetchRefs,
+      prepare: async (dir) => {
+        const socket = path.join(dir, 'd.sock');
+        const env = cleanEnv({ WALSHIP_STORAGE: `file://${zstdRepo}`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off' });
+        const daemon = await startDaemon(env, undefined, socket);
+        return { pgdata: emptyPgdata(dir), env, step: (name) => [{ file: walshipBin, args: ['wal-fetch', name, 'pg_wal/RECOVERYXLOG'] }], teardown: () => stopDaemon(daemon) };
+      },
+    },
+  ];
+  await blocks(aheadFetch, segments, fresh, 'recover', (lane, rounds) => record(FETCH, lane, rounds));
+}
+
+/** One call of `kind` for segment `name` in `run`'s data directory, timed; then what PostgreSQL does after it. */
+function oneCall(run: LaneRun, segments: MadeSegments, name: string, kind: 'archive' | 'recover'): number {
+  const ms = timeSteps(run.step(name), { cwd: run.pgdata, env: run.env });
+  if (kind === 'archive') {
+    const status = path.join(run.pgdata, 'pg_wal', 'archive_status');
+    fs.renameSync(path.join(status, `${name}.ready`), path.join(status, `${name}.done`));
+  } else {
+    const dest = path.join(run.pgdata, 'pg_wal', 'RECOVERYXLOG');
+    if (!fs.readFileSync(dest).equals(fs.readFileSync(path.join(segments.dir, name)))) throw new Error(`restore of ${name} produced different bytes`);
+    fs.unlinkSync(dest);
+  }
+  return ms;
+}
+
+async function interleaved(lanes: Lane[], segments: MadeSegments, fresh: (label: string) => string, kind: 'archive' | 'recover'): Promise<number[][]> {
+  const runs: LaneRun[] = [];
+  for (const lane of lanes) runs.push(await lane.prepare(fresh(lane.name)));
+  const times = lanes.map(() => [] as number[]);
+  settle();
+  segments.names.forEach((name, i) => {
+    for (let k = 0; k < lanes.length; k++) {
+      const j = (i + k) % lanes.length;
+      times[j]!.push(oneCall(runs[j]!, segments, name, kind));
+    }
+  });
+  for (const run of runs) await run.teardown?.();
+  return times;
+}
+
+async function blocks(lanes: Lane[], segments: MadeSegments, fresh: (label: string) => string, kind: 'archive' | 'recover', done: (lane: Lane, rounds: number[][]) => void): Promise<void> {
+  const rounds = new Map<Lane, number[][]>();
+  for (const order of [lanes, [...lanes].reverse()]) {
+    for (const lane of order) {
+      const run = await lane.prepare(fresh(lane.name));
       settle();
-      const times = recoveryLoop(pgdata, segments, (name, dest) => [{ file: walshipBin, args: ['wal-fetch', name, dest] }], env);
-      record(FETCH, label, times, fetchRefs);
-    } finally {
-      await stopDaemon(daemon);
+      try {
+        rounds.set(lane, [...(rounds.get(lane) ?? []), segments.names.map((name) => oneCall(run, segments, name, kind))]);
+      } finally {
+        await run.teardown?.();
+      }
     }
   }
+  for (const lane of lanes) done(lane, rounds.get(lane)!);
 }
 
 export async function startDaemon(env: NodeJS.ProcessEnv, pgdata: string | undefined, socket: string): Promise<ChildProcess> {

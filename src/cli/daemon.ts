@@ -32,13 +32,22 @@ export function register(program: Command): void {
         async (ctx) => {
           const config = ctx.config;
           if (!config.daemonSocket) throw usageError(`setting daemonSocket (${settings.daemonSocket.env}) is not set: give the unix socket path (--socket)`);
+          const metricsAddress = config.metricsAddress === 'off' ? undefined : config.metricsAddress;
+          if (metricsAddress) {
+            const { parseAddress } = await import('../daemon/metrics.ts');
+            try {
+              parseAddress(metricsAddress);
+            } catch (err) {
+              throw usageError(`setting metricsAddress (${settings.metricsAddress.env}): ${(err as Error).message}`);
+            }
+          }
           const { startDaemon } = await import('../daemon/server.ts');
           const { configFingerprint } = await import('../daemon/protocol.ts');
           const storage = await ctx.storage();
           const encryption = await ctx.encryption();
           const running = await startDaemon({
             socketPath: config.daemonSocket,
-            metricsAddress: config.metricsAddress === 'off' ? undefined : config.metricsAddress,
+            metricsAddress,
             fingerprint: configFingerprint(config),
             push: { storage, encode: await ctx.encodeOptions(), encryption, allowUnencrypted: config.allowUnencrypted },
             fetch: { storage, encryption },

@@ -28,7 +28,7 @@ export async function walFetch(ctx: CommandContext, name: string, dest: string):
   const { fetchForRecovery } = await import('../wal/fetch.ts');
   const { isNotFound } = await import('../storage/storage.ts');
   try {
-    await fetchForRecovery(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption() }, {
+    await fetchForRecovery(name, dest, { storage: await ctx.storage(), encryption: await ctx.encryption(), wholeFile: true }, {
       depth: config.prefetch,
       waitMs: config.storageTimeout * 1000,
       startPrefetcher: (walDir, first, segmentSize) => spawnPrefetcher(config.configPath, walDir, first, segmentSize),
@@ -104,7 +104,7 @@ export function registerPrefetcher(program: Command): void {
         const { Prefetcher } = await import('../wal/prefetch.ts');
         const { fetchWalFile } = await import('../wal/fetch.ts');
         const { isNotFound } = await import('../storage/storage.ts');
-        const fetchCtx = { storage: await ctx.storage(), encryption: await ctx.encryption() };
+        const fetchCtx = { storage: await ctx.storage(), encryption: await ctx.encryption(), wholeFile: true };
         let stopped!: () => void;
         const done = new Promise<void>((r) => (stopped = r));
         const prefetcher = new Prefetcher(walDir, {

@@ -1,7 +1,9 @@
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { writeAll } from '../fsutil.ts';
-import { decodeObject, type Encryption } from '../codec/codec.ts';
+import { Readable } from 'node:stream';
+import { zstdDecompressSync } from 'node:zlib';
+import { decodeObject, sniff, type Encryption } from '../codec/codec.ts';
 import { integrityError, usageError } from '../errors.ts';
 import { lsnOfSegment, parseWalFileName, segmentNumber, formatLsn } from '../pg/wal-names.ts';
 import { longHeaderSize, parseSegmentHeader } from '../pg/wal-page.ts';
@@ -13,7 +15,17 @@ import { dropOtherTimelines, takeFromSpool, tellPrefetcher } from './prefetch.ts
 export interface WalFetchContext {
   storage: Storage;
   encryption?: Encryption | undefined;
+  /**
+   * Read the object whole and decode it in one call when it is small (a WAL segment): for a
+   * process that fetches one file and exits, far faster than streams (no stream or addon warm-up).
+   * A long-lived process (the daemon) streams.
+   */
+  wholeFile?: boolean | undefined;
 }
+
+/** Objects up to this size are read whole with `wholeFile`, and decode to at most `wholeDecodedLimit`. */
+const wholeObjectLimit = 32 * 1024 * 1024;
+const wholeDecodedLimit = 64 * 1024 * 1024;
 
 /**
  * Restore one WAL file for PostgreSQL's restore_command. Rejects with ObjectNotFoundError after a
@@ -30,8 +42,17 @@ export async function fetchWalFile(name: string, dest: string, ctx: WalFetchCont
       throw usageError(`cannot write ${temp}: ${err.code === 'ENOENT' ? 'no such directory' : err.code === 'EACCES' ? 'permission denied' : err.message}`);
     });
     let size = 0;
+    const what = `${ctx.storage.location}/${key}`;
     try {
-      size = await writeAll(out, decodeObject(object, ctx.encryption, `${ctx.storage.location}/${key}`));
+      const whole = ctx.wholeFile ? await readUpTo(object, wholeObjectLimit) : undefined;
+      const decoded = whole?.complete ? decodeWhole(whole.bytes, what) : undefined;
+      if (decoded) {
+        await out.writeFile(decoded);
+        size = decoded.length;
+      } else {
+        const source = whole ? (whole.complete ? Readable.from([whole.bytes]) : whole.rest) : object;
+        size = await writeAll(out, decodeObject(source, ctx.encryption, what));
+      }
       if (wal.kind === 'segment' || wal.kind === 'partial') await checkFetchedSegment(out, name, wal.segmentId!, size);
       await out.sync();
     } finally {
@@ -42,6 +63,44 @@ export async function fetchWalFile(name: string, dest: string, ctx: WalFetchCont
   } catch (err) {
     await unlink(temp).catch(() => {});
     throw err;
+  }
+}
+
+/** Read a stream until its end or past `limit` bytes; past it, `rest` replays everything read and continues. */
+async function readUpTo(stream: Readable, limit: number): Promise<{ complete: true; bytes: Buffer } | { complete: false; rest: Readable }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const iterator = stream[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done) return { complete: true, bytes: Buffer.concat(chunks, size) };
+    chunks.push(next.value as Buffer);
+    size += (next.value as Buffer).length;
+    if (size > limit) {
+      async function* replay() {
+        yield* chunks;
+        for (let step = await iterator.next(); !step.done; step = await iterator.next()) yield step.value as Buffer;
+      }
+      return { complete: false, rest: Readable.from(replay(), { objectMode: false }) };
+    }
+  }
+}
+
+/**
+ * Decode an unencrypted zstd object (or an uncompressed one) in one call, with node:zlib's zstd
+ * (which checks the frame's content checksum). Undefined: not that kind, or too big to hold; the
+ * caller streams through the codec then. Corruption is an integrity error, as in the codec.
+ */
+function decodeWhole(bytes: Buffer, what: string): Buffer | undefined {
+  const kind = sniff(bytes.subarray(0, 32));
+  if (kind === 'none') return bytes;
+  if (kind !== 'zstd') return undefined;
+  try {
+    return zstdDecompressSync(bytes, { maxOutputLength: wholeDecodedLimit });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof RangeError || code === 'ERR_BUFFER_TOO_LARGE') return undefined;
+    throw integrityError(`${what}: corrupt object (${(err as Error).message})`, err);
   }
 }
 
