@@ -4,6 +4,8 @@
  * is sampled every 200 ms. Reported: peak and mean backlog, segments written, time to drain after
  * pgbench stops, and pgbench's tps (the archiver competes with the database for the 2 cores).
  * pgbench runs with a CHECKPOINT every second, so WAL comes at several segments per second.
+ * Then a bulk load (`pgbench -i`, scale 15 quick / 50 full) writes WAL as fast as the machine can,
+ * and the peak backlog and the time to drain it after the load are reported too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,6 +16,7 @@ import { cleanEnv, walshipBin, walshipRoot, type BenchContext } from './lib.ts';
 import { setupPgBackRest } from './pgbackrest.ts';
 
 const SECTION = 'sustained: pgbench at full speed, archive lag (.ready files)';
+const LOAD_SECTION = 'sustained: bulk load (pgbench -i), archive lag (.ready files)';
 
 interface Variant {
   name: string;
@@ -23,6 +26,7 @@ interface Variant {
 
 export async function run(ctx: BenchContext): Promise<void> {
   const seconds = ctx.quick ? 20 : 120;
+  const loadScale = ctx.quick ? 15 : 50;
   const user = serverUser();
   ensurePostgresCanReach(path.join(walshipRoot, 'bin'));
   ensurePostgresCanReach(fs.realpathSync(path.join(walshipRoot, 'node_modules', 'node', 'bin')));
@@ -122,9 +126,38 @@ export async function run(ctx: BenchContext): Promise<void> {
       const drain = (Date.now() - drainStart) / 1000;
       sampling = false;
       await sampler;
-      const failed = await c.sql('SELECT failed_count FROM pg_stat_archiver');
       const tps = /tps = ([\d.]+)/.exec(bench)?.[1] ?? '?';
       const written = parseInt(endSeg.slice(8), 16) - parseInt(startSeg.slice(8), 16);
+      const tpcbPeak = peak;
+
+      // Then a bulk load (pgbench -i: COPY and index builds), WAL as fast as the machine writes it.
+      peak = 0;
+      sampling = true;
+      const loadSampler = (async () => {
+        while (sampling) {
+          peak = Math.max(peak, countReady());
+          await sleep(200);
+        }
+      })();
+      const loadStartSeg = await c.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
+      const loadStart = Date.now();
+      await c.pgbench(['-i', '-s', String(loadScale), '-q'], { timeoutMs: 900_000 });
+      const loadSeconds = (Date.now() - loadStart) / 1000;
+      const loadEndSeg = await c.sql('SELECT pg_walfile_name(pg_switch_wal())');
+      const loadDrainStart = Date.now();
+      while (countReady() > 0 && Date.now() - loadDrainStart < 600_000) await sleep(200);
+      const loadDrain = (Date.now() - loadDrainStart) / 1000;
+      sampling = false;
+      await loadSampler;
+      const loadWritten = parseInt(loadEndSeg.slice(8), 16) - parseInt(loadStartSeg.slice(8), 16);
+      ctx.record({
+        section: LOAD_SECTION,
+        name: variant.name,
+        value: `peak ${peak} ready; ${loadWritten} segments in ${loadSeconds.toFixed(1)} s; drained ${loadDrain.toFixed(1)} s after the load`,
+      });
+      ctx.log(`    bulk load: peak ${peak} ready, ${loadWritten} segments in ${loadSeconds.toFixed(1)} s, drain ${loadDrain.toFixed(1)} s`);
+      peak = tpcbPeak;
+      const failed = await c.sql('SELECT failed_count FROM pg_stat_archiver');
       ctx.record({
         section: SECTION,
         name: variant.name,
