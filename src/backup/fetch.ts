@@ -50,6 +50,7 @@ export async function fetchBackup(options: BackupFetchOptions): Promise<BackupMa
     );
   }
   const target = resolve(options.target);
+  if (process.getuid?.() === 0) log.warn('running as root: the restored files will belong to root; PostgreSQL refuses to start on them until they are chowned to the server user (run walship as that user instead)');
   const tablespaces = planTablespaces(manifest, options.tablespaceMap ?? new Map());
   const createdRoot = await prepareEmptyDirectory(target, 'target directory');
   for (const t of tablespaces) t.created = await prepareEmptyDirectory(t.location, `tablespace ${t.oid} location`);

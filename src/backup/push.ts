@@ -71,6 +71,7 @@ export async function pushBackup(options: BackupPushOptions): Promise<BackupMani
       await refuseExisting(options.storage, options.name);
     }
 
+    if (!options.fast) log.info('starting the backup after a spread checkpoint, as PostgreSQL paces it (checkpoint_completion_target); --fast checkpoints at once');
     const start = await session.startBackup(options.name ?? 'walship backup-push', options.fast);
     const timeline = await session.timeline();
     const startWalFile = segmentFileName(timeline, segmentOfLsn(start.lsn, server.walSegmentSize), server.walSegmentSize);
@@ -339,6 +340,7 @@ class PartWriter {
           got += bytesRead;
         }
         if (got === 0) break;
+        if (this.#failure !== undefined) throw new Error('backup aborted');
         const data = got === want ? chunk : chunk.subarray(0, got);
         hash.update(data);
         if (segment !== undefined) await this.#verifyPages(entry.path, handle, data, offset, segment);
