@@ -175,7 +175,8 @@ export class AzureStorage implements Storage {
       try {
         return await blob.download(0, undefined, { abortSignal: signal, maxRetryRequests: 0 });
       } catch (err) {
-        if (statusOf(err) === 404) throw new ObjectNotFoundError(key, this.location);
+        // A missing container is a storage error, never "not found" (that would end recovery early).
+        if (statusOf(err) === 404 && (err as { code?: string }).code !== 'ContainerNotFound') throw new ObjectNotFoundError(key, this.location);
         throw err;
       }
     });

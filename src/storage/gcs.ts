@@ -180,7 +180,7 @@ export class GcsStorage implements Storage {
       try {
         return await open(this.#file(key), 0, signal);
       } catch (err) {
-        if (statusOf(err) === 404) throw new ObjectNotFoundError(key, this.location);
+        if (statusOf(err) === 404 && (await this.#objectMissing(err, key))) throw new ObjectNotFoundError(key, this.location);
         throw err;
       }
     });
@@ -188,6 +188,23 @@ export class GcsStorage implements Storage {
     return this.#policy.resumingRead(`get ${key}`, first.stream, first.size, async (offset, signal) => {
       return (await open(this.#file(key, first.generation), offset, signal)).stream;
     });
+  }
+
+  /**
+   * A 404 on a read means "no such object" only if the bucket exists: a missing bucket (a typo, a
+   * deleted bucket) must be a storage error, never "not found", which would end recovery early. GCS
+   * says "No such object: ..." for a missing object; any other 404 is checked with a one-object
+   * listing (storage.objects.list, which walship needs anyway), which fails with 404 without the bucket.
+   */
+  async #objectMissing(err: unknown, key: string): Promise<boolean> {
+    if (/No such object/i.test(String((err as Error).message))) return true;
+    try {
+      await this.#bucket.getFiles({ prefix: objectName(this.prefix, key), maxResults: 1, autoPaginate: false });
+      return true;
+    } catch (listErr) {
+      if (statusOf(listErr) === 404) return false;
+      throw listErr;
+    }
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

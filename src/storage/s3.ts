@@ -217,7 +217,10 @@ export class S3Storage implements Storage {
         try {
           return await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: signal });
         } catch (err) {
-          if (statusOf(err) === 404 || (err as Error).name === 'NoSuchKey') throw new ObjectNotFoundError(key, this.location);
+          // A missing bucket is a storage error, never "not found" (that would end recovery early).
+          if ((err as Error).name !== 'NoSuchBucket' && (statusOf(err) === 404 || (err as Error).name === 'NoSuchKey')) {
+            throw new ObjectNotFoundError(key, this.location);
+          }
           throw err;
         }
       },
