@@ -17,6 +17,8 @@ interface Timeline {
   beforeBackup: string;
   afterA: string;
   afterB: string;
+  /** The transaction that inserted batch B. */
+  xidB: string;
   restorePoint: string;
 }
 
@@ -36,7 +38,7 @@ async function writeHistory(primary: Cluster, repo: Repository): Promise<Timelin
 
   await primary.sql("INSERT INTO events (batch) SELECT 'A' FROM generate_series(1, 100)");
   const afterA = await primary.sql('SELECT clock_timestamp()::text');
-  await primary.sql("INSERT INTO events (batch) SELECT 'B' FROM generate_series(1, 100)");
+  const xidB = await primary.sql("BEGIN; INSERT INTO events (batch) SELECT 'B' FROM generate_series(1, 100); SELECT pg_current_xact_id(); COMMIT;");
   const afterB = await primary.sql('SELECT pg_current_wal_lsn()::text');
   await primary.sql("INSERT INTO events (batch) SELECT 'C' FROM generate_series(1, 100)");
   await primary.sql("SELECT pg_create_restore_point('before_drop')");
@@ -45,7 +47,7 @@ async function writeHistory(primary: Cluster, repo: Repository): Promise<Timelin
   const last = await primary.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
   await primary.sql('SELECT pg_switch_wal()');
   await primary.waitFor(`SELECT last_archived_wal >= '${last}' FROM pg_stat_archiver`, 't', 60_000);
-  return { beforeBackup, afterA, afterB, restorePoint: 'before_drop' };
+  return { beforeBackup, afterA, afterB, xidB, restorePoint: 'before_drop' };
 }
 
 /** Restore into a fresh directory, start PostgreSQL on it, and return the batches it holds. */
@@ -72,7 +74,7 @@ const cases = [
 
 describe('point-in-time recovery with walship restore', { concurrency: 2 }, () => {
   for (const { major, full, compression, amcheck } of cases) {
-    test(`PostgreSQL ${major} (${compression}): ${full ? 'time, LSN, restore point, --immediate, before the oldest backup' : 'time, --immediate'}`, { timeout: 300_000 }, async () => {
+    test(`PostgreSQL ${major} (${compression}): ${full ? 'time, LSN, restore point, xid, --immediate, before the oldest backup' : 'time, --immediate'}`, { timeout: 300_000 }, async () => {
       const repo = await makeRepository({ compression, backupPartSize: '8MiB' });
       await using primary = await archivingCluster(major, repo);
       const at = await writeHistory(primary, repo);
@@ -91,6 +93,7 @@ describe('point-in-time recovery with walship restore', { concurrency: 2 }, () =
       if (!full) return;
       assert.equal(await restoreAndCount(major, repo, ['--target-lsn', at.afterB]), 'A:100,B:100,base:1000');
       assert.equal(await restoreAndCount(major, repo, ['--target-name', at.restorePoint]), 'A:100,B:100,C:100,base:1000');
+      assert.equal(await restoreAndCount(major, repo, ['--target-xid', at.xidB]), 'A:100,B:100,base:1000');
 
       const refused = await walship(['--config', repo.config, 'restore', await restoreTarget(), '--target-time', at.beforeBackup]);
       assert.equal(refused.code, 3, refused.stderr);
