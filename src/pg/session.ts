@@ -82,6 +82,19 @@ export class PgSession {
       connectionTimeoutMillis: 30_000,
     };
     if (settings.password !== undefined) config.password = settings.password;
+    else {
+      // ~/.pgpass (PGPASSFILE), looked up only when the server asks for a password.
+      const { pgpassLookup } = await import('./pgpass.ts');
+      const { log } = await import('../log.ts');
+      config.password = () => {
+        const found = pgpassLookup(
+          { host: String(config.host), port, database: String(config.database), user: String(config.user ?? '') },
+          { warn: (message) => log.warn(message) },
+        );
+        if (found === undefined) throw new Error('the server asks for a password and none was supplied (PGPASSWORD, or a line in ~/.pgpass or PGPASSFILE)');
+        return found;
+      };
+    }
     const client = new pg.Client(config);
     const where = describe(config);
     // An error event on an idle client (server gone) must not crash the process; the next query fails instead.

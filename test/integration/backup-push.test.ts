@@ -207,6 +207,31 @@ describe(`backup-push on PostgreSQL ${major}`, { concurrency: 2 }, () => {
     assert.equal(await copy.sql('SELECT count(*) FROM secret'), '4242');
   });
 
+  test('libpq conventions: password from PGPASSFILE over TCP (scram); none or a wrong one is a clear exit 6 without the secret', { timeout: 120_000 }, async () => {
+    const repo = await makeRepository();
+    await using primary = await archivingCluster(major, repo);
+    await primary.sql("SET password_encryption = 'scram-sha-256'; CREATE ROLE backup_user LOGIN SUPERUSER PASSWORD 's3cret:pw'");
+    const hba = join(primary.dataDir, 'pg_hba.conf');
+    await writeFile(hba, `host all backup_user 127.0.0.1/32 scram-sha-256\n${await readFile(hba, 'utf8')}`);
+    await primary.sql('SELECT pg_reload_conf()');
+    const dir = await makeServerOwnedDir('walship-pgpass-');
+    const passfile = join(dir, 'pgpass');
+    await writeFile(passfile, `127.0.0.1:${primary.port}:postgres:backup_user:s3cret\\:pw\n`, { mode: 0o600 });
+    await chownToServerUser(dir);
+    const env = { PGHOST: '127.0.0.1', PGPORT: String(primary.port), PGUSER: 'backup_user', PGDATABASE: 'postgres', PGDATA: primary.dataDir };
+
+    const none = await walship(['--config', repo.config, 'backup-push', '--fast'], { env: { ...env, PGPASSFILE: join(dir, 'absent') } });
+    assert.equal(none.code, 6, none.stderr);
+    assert.match(none.stderr, /cannot connect to PostgreSQL \(127\.0\.0\.1:\d+ as backup_user, database postgres\): the server asks for a password and none was supplied/);
+    const wrong = await walship(['--config', repo.config, 'backup-push', '--fast'], { env: { ...env, PGPASSWORD: 'not-the-password' } });
+    assert.equal(wrong.code, 6, wrong.stderr);
+    assert.match(wrong.stderr, /password authentication failed for user "backup_user"/);
+    assert.ok(!wrong.stderr.includes('not-the-password'));
+
+    await walshipOk(['--config', repo.config, 'backup-push', '--fast'], { env: { ...env, PGPASSFILE: passfile } });
+    assert.equal(JSON.parse((await walshipOk(['--config', repo.config, 'backup-list', '--json'])).stdout).length, 1);
+  });
+
   test('a backup of another cluster (system identifier) is refused by backup-fetch and restore', { timeout: 120_000 }, async () => {
     const repoA = await makeRepository();
     const repoB = await makeRepository();
