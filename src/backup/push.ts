@@ -71,6 +71,7 @@ export async function pushBackup(options: BackupPushOptions): Promise<BackupMani
       await refuseExisting(options.storage, options.name);
     }
 
+    if (!(await session.tryLockBackup())) throw refusedError(`another walship backup-push is running against this cluster (${session.where}); one at a time`);
     if (!options.fast) log.info('starting the backup after a spread checkpoint, as PostgreSQL paces it (checkpoint_completion_target); --fast checkpoints at once');
     const start = await session.startBackup(options.name ?? 'walship backup-push', options.fast);
     const timeline = await session.timeline();

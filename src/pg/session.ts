@@ -13,6 +13,9 @@ export interface ConnectionSettings {
 
 export const supportedMajors = [14, 15, 16, 17, 18] as const;
 
+/** Advisory lock key of backup-push ("walship" in ASCII). */
+const backupLockKey = '33602640649152880';
+
 /** Facts about the server a base backup needs. */
 export interface ServerInfo {
   versionNum: number;
@@ -157,6 +160,15 @@ export class PgSession {
     if (!(supportedMajors as readonly number[]).includes(info.major)) {
       throw refusedError(`PostgreSQL ${info.version} is not supported; walship supports ${supportedMajors[0]}–${supportedMajors.at(-1)}`);
     }
+  }
+
+  /**
+   * A session-level advisory lock: one backup-push per cluster at a time (two would pick the same
+   * name when they start in the same WAL segment). Released when the session ends, even on kill -9.
+   */
+  async tryLockBackup(): Promise<boolean> {
+    const [row] = await this.#query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [backupLockKey]);
+    return row!.locked === true;
   }
 
   /** pg_backup_start (15+) or pg_start_backup(label, fast, exclusive => false) (14). */

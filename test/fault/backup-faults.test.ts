@@ -66,16 +66,22 @@ describe(`backup faults on PostgreSQL ${major}`, { concurrency: 2 }, () => {
     assert.equal(await copy.sql('SELECT count(*) FROM pgbench_accounts'), '400000');
   });
 
-  test('archiving broken: backup-push fails after the archive timeout, naming the segment; nothing is listed', { timeout: 120_000 }, async () => {
+  test('archiving broken: backup-push fails after the archive timeout, naming the segment; nothing is listed; a second concurrent backup-push is refused', { timeout: 120_000 }, async () => {
     const repo = await makeRepository();
     const flag = join(await makeServerOwnedDir('walship-flag-'), 'archiving-broken');
     await writeFile(flag, '');
     await using primary = await archivingCluster(major, repo, {
       settings: { archive_command: `test ! -f ${flag} && ${cli} --config ${repo.config} wal-push %p` },
     });
-    const failed = await walship(['--config', repo.config, 'backup-push', '--fast'], { env: { ...pgEnv(primary), WALSHIP_ARCHIVE_TIMEOUT: '3' } });
+    const pushing = walship(['--config', repo.config, 'backup-push', '--fast'], { env: { ...pgEnv(primary), WALSHIP_ARCHIVE_TIMEOUT: '4' } });
+    // While it runs, a second backup-push of the same cluster is refused.
+    await primary.waitFor("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", '1');
+    const second = await walship(['--config', repo.config, 'backup-push', '--fast'], { env: pgEnv(primary) });
+    assert.equal(second.code, 3, second.stderr);
+    assert.match(second.stderr, /another walship backup-push is running against this cluster/);
+    const failed = await pushing;
     assert.equal(failed.code, 6, failed.stderr);
-    assert.match(failed.stderr, /the backup's stop segment [0-9A-F]{24} did not reach file:\/\/\S+ within 3 s: is archive_command = 'walship wal-push %p' working; the archiver's last failure was [0-9A-F]{24}/);
+    assert.match(failed.stderr, /the backup's stop segment [0-9A-F]{24} did not reach file:\/\/\S+ within 4 s: is archive_command = 'walship wal-push %p' working; the archiver's last failure was [0-9A-F]{24}/);
     assert.equal((await walshipOk(['--config', repo.config, 'backup-list'])).stdout, 'no complete backups\n');
 
     await rm(flag);
