@@ -87,7 +87,7 @@ export async function fetchBackup(options: BackupFetchOptions): Promise<BackupMa
     progress?.stop();
     await removeContents(target, createdRoot);
     for (const t of tablespaces) await removeContents(t.location, t.created);
-    throw err;
+    throw localWriteError(err, target);
   }
   const ms = Date.now() - started;
   log.info(`backup ${manifest.name} fetched into ${target}: ${formatBytes(manifest.size)} in ${(ms / 1000).toFixed(1)} s (${mibPerSecond(manifest.size, ms)} MiB/s), every file verified`);
@@ -252,6 +252,8 @@ class Extractor {
       decoded.destroy(reason);
       object.destroy();
       if (err instanceof WalshipError) throw err;
+      // Local file system failures (disk full...) are not the part's fault.
+      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err;
       if (this.#failure !== undefined) throw this.#failure;
       // tar-stream's own complaints (bad header, truncated archive) mean a corrupt part.
       throw integrityError(`${what}: not a valid backup part (${reason.message})`, err);
@@ -302,7 +304,8 @@ class Extractor {
       // O_EXCL: never write through something already there (including a link).
       handle = await open(dest, 'wx', 0o600);
     } catch (err) {
-      throw integrityError(`${what}: cannot create ${dest} for ${name}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw integrityError(`${what}: refusing tar entry ${JSON.stringify(name)}: ${dest} already exists`);
+      throw err;
     }
     let remaining = expected;
     try {
@@ -336,6 +339,23 @@ async function each(data: AsyncIterable<Buffer>, use: (chunk: Buffer) => void | 
 }
 
 const drain = (data: AsyncIterable<Buffer>) => each(data, () => {});
+
+/** A failure of the local disk (full, read-only, permissions) as one clear line; walship's own errors pass unchanged. */
+function localWriteError(err: unknown, target: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (err instanceof WalshipError || typeof code !== 'string') return err;
+  const reasons: Record<string, string> = {
+    ENOSPC: 'no space left on device',
+    EDQUOT: 'disk quota exceeded',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    EIO: 'I/O error',
+    EFBIG: 'file too large',
+  };
+  const path = (err as NodeJS.ErrnoException).path;
+  return usageError(`cannot write ${path ?? target}: ${reasons[code] ?? (err as Error).message}; the target was emptied again`);
+}
 
 async function checkControlFile(target: string, manifest: BackupManifest): Promise<void> {
   const bytes = await readFile(join(target, controlTemp)).catch(() => undefined);

@@ -6,6 +6,7 @@
  * walship runs as root here, so a missing check could really write anywhere.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -253,6 +254,25 @@ describe('backup-fetch refuses hostile and damaged backups', () => {
     const started = Date.now();
     await assertRefused(await fetch(config), /base\/1\/bad \(part 1\) does not match its SHA-256/);
     assert.ok(Date.now() - started < 60_000);
+  });
+
+  test('disk full while extracting: a one-line error naming the cause, exit 2, the target emptied again', { skip: process.getuid?.() !== 0 && 'needs root to mount a small tmpfs' }, async () => {
+    const { files, entries } = legitimate();
+    const big = Buffer.alloc(6 << 20, 9);
+    files.push({ path: 'base/1/big', type: 'file', mode: 0o600, mtime: 1, size: big.length, sha256: sha(big), part: 1 });
+    const { config } = await repository({ files, parts: [tar([...entries, { name: 'base/1/big', content: big }])] });
+    const small = join(root, 'small');
+    await mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
+    try {
+      const target = join(small, 'data');
+      const r = await walship(['--config', config, 'backup-fetch', 'LATEST', target], { asRoot: true });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /cannot write \S+: no space left on device; the target was emptied again/);
+      assert.ok(!existsSync(target));
+    } finally {
+      execFileSync('umount', [small]);
+    }
   });
 
   test('a non-empty target directory is refused (exit 3) and left alone', async () => {
