@@ -143,6 +143,12 @@ export async function pushBackup(options: BackupPushOptions): Promise<BackupMani
       manifest.checksumFailures.length ? { checksum_failures: manifest.checksumFailures.length } : undefined,
     );
     return manifest;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e?.syscall === undefined || typeof e.code !== 'string') throw err;
+    // A local file the backup could not read (permissions, I/O error): one line naming it.
+    const reason = e.code === 'EACCES' || e.code === 'EPERM' ? 'permission denied (run backup-push as the owner of the data directory)' : e.code === 'EIO' ? 'I/O error' : e.message;
+    throw usageError(`cannot read ${e.path ?? 'a file of the data directory'}: ${reason}; no backup was made`);
   } finally {
     progress?.stop();
     // Closing the session without pg_backup_stop makes the server abort the backup.
