@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeObject, type EncodeOptions } from '../codec/codec.ts';
 import { postgresError, refusedError, usageError } from '../errors.ts';
@@ -284,13 +284,16 @@ class PartWriter {
       { objectMode: false, highWaterMark: readChunk },
     );
     const encoded = await encodeObject(source, this.#o.encode);
-    const counted = encoded.compose(
-      new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          storedSize += chunk.length;
-          callback(null, chunk);
-        },
-      }),
+    // Counted through a generator: composing another Transform onto the codec's composed stream makes
+    // Node emit an unhandled AbortError when a small object ends (readable done, writable side not).
+    const counted = Readable.from(
+      (async function* () {
+        for await (const chunk of encoded) {
+          storedSize += (chunk as Buffer).length;
+          yield chunk as Buffer;
+        }
+      })(),
+      { objectMode: false, highWaterMark: readChunk },
     );
     await this.#o.storage.put(keys.backupPart(this.#o.name, number), counted);
     const fileCount = typeof files === 'number' ? files : files.files;
