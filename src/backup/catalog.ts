@@ -25,13 +25,20 @@ export async function listBackups(storage: Storage, encryption: Encryption | und
     if (file === 'manifest.json') complete.add(name);
     else if (file === 'summary.json') summaries.add(name);
   }
+  // A few reads at a time: one small GET per backup.
+  const names = [...complete];
   const result: BackupSummary[] = [];
-  for (const name of complete) {
-    let summary: BackupSummary | undefined;
-    if (summaries.has(name)) summary = await readSummary(storage, name);
-    summary ??= summaryOf(await readManifest(storage, name, encryption));
-    result.push(summary);
-  }
+  let next = 0;
+  const worker = async () => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      let summary: BackupSummary | undefined;
+      if (summaries.has(name)) summary = await readSummary(storage, name);
+      summary ??= summaryOf(await readManifest(storage, name, encryption));
+      result.push(summary);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, names.length) }, worker));
   return result.sort(byStart);
 }
 

@@ -81,6 +81,7 @@ export async function pushBackup(options: BackupPushOptions): Promise<BackupMani
     await removeLeftovers(options.storage, name);
     log.info('backup started', { backup: name, start_lsn: formatLsn(start.lsn), timeline });
 
+    if (options.verifyChecksums && !server.dataChecksums) log.warn('--verify-checksums: the cluster has data checksums off; there are no page checksums to verify');
     const walk = await walkDataDirectory(pgdata, { tablespaceVersionDirectory: tablespaceVersionDirectory(server.major, control.catalogVersion) });
     const total = walk.entries.reduce((sum, e) => sum + e.size, 0);
     progress = await startProgress(`backup ${name}`, total);
