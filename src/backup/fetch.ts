@@ -398,21 +398,23 @@ async function writeDurable(path: string, text: string): Promise<void> {
 export function remapTablespaceMap(text: string, tablespaces: readonly { oid: string; original: string; location: string }[]): string {
   const moved = new Map(tablespaces.filter((t) => t.original !== t.location).map((t) => [t.oid, t.location]));
   if (moved.size === 0) return text;
-  return text
-    .split('\n')
-    .map((line) => {
-      const m = /^(\d+) /.exec(line);
-      const to = m ? moved.get(m[1]!) : undefined;
-      return to === undefined ? line : `${m![1]} ${to.replace(/[\\\r\n]/g, (c) => `\\${c}`)}`;
-    })
-    .join('\n');
-}
-
-export async function isEmptyOrAbsent(dir: string): Promise<boolean> {
-  try {
-    return (await readdir(dir)).length === 0;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  // Records end at an unescaped newline (an escaped one belongs to a path).
+  const records: string[] = [];
+  let current = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '\\' && i + 1 < text.length) current += c + text[++i];
+    else if (c === '\n') {
+      records.push(current);
+      current = '';
+    } else current += c;
   }
+  const trailing = current;
+  const remapped = records.map((record) => {
+    const m = /^(\d+) /.exec(record);
+    const to = m ? moved.get(m[1]!) : undefined;
+    return to === undefined ? record : `${m![1]} ${to.replace(/[\\\r\n]/g, (c) => `\\${c}`)}`;
+  });
+  return `${remapped.map((r) => `${r}\n`).join('')}${trailing}`;
 }
 

@@ -16,8 +16,6 @@ export interface ControlFile {
 }
 
 export const controlFilePath = 'global/pg_control';
-/** PG_CONTROL_FILE_SIZE: the file is always this long, zero-padded after the struct. */
-export const controlFileSize = 8192;
 
 export function parseControlFile(bytes: Buffer): ControlFile | undefined {
   if (bytes.length < 40) return undefined;

@@ -1,4 +1,4 @@
-import { formatLsn, parseLsn } from './wal-names.ts';
+import { parseLsn } from './wal-names.ts';
 
 /**
  * A timeline history file (<TLI>.history): one line per ancestor timeline, "parentTLI<TAB>switchpoint<TAB>reason",
@@ -53,7 +53,3 @@ export function timelineSpans(timeline: number, history: readonly TimelineHistor
 
 export const timelineHex = (timeline: number) => timeline.toString(16).toUpperCase().padStart(8, '0');
 export const historyFileName = (timeline: number) => `${timelineHex(timeline)}.history`;
-
-export function formatTimelineHistory(entries: readonly TimelineHistoryEntry[]): string {
-  return entries.map((e) => `${e.timeline}\t${formatLsn(e.switchpoint)}\t${e.reason}\n`).join('');
-}

@@ -105,4 +105,7 @@ test('tablespace_map: moved tablespaces get their new path, escaped; others unto
     '16389 /srv/new\\\\dir\n16390 /srv/keep\n',
   );
   assert.equal(remapTablespaceMap(map, []), map);
+  // A path with an escaped newline is one record.
+  const odd = '16389 /srv/odd\\\nname\n16390 /srv/keep\n';
+  assert.equal(remapTablespaceMap(odd, [{ oid: '16389', original: '/srv/odd\nname', location: '/new' }]), '16389 /new\n16390 /srv/keep\n');
 });
