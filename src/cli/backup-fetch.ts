@@ -29,17 +29,17 @@ tablespace_map come from the manifest. To recover to a point in time, use 'walsh
     )
     .addHelpText('after', settingsHelp(['storage', 'identityFile', 'passphraseFile', 'downloadConcurrency', 'storageTimeout', 'logFormat', 'logLevel'], settings));
   command.action(
-      action('backup-fetch', async (ctx, backup: string, dir: string) => {
-        const flags = command.opts<{ tablespaceMap?: Map<string, string> }>();
-        const { fetchBackup } = await import('../backup/fetch.ts');
-        await fetchBackup({
-          storage: await ctx.storage(),
-          encryption: await ctx.encryption(),
-          backup,
-          target: dir,
-          tablespaceMap: flags.tablespaceMap,
-          downloadConcurrency: ctx.config.downloadConcurrency,
-        });
-      }),
-    );
+    action('backup-fetch', async (ctx, backup: string, dir: string) => {
+      const flags = command.opts<{ tablespaceMap?: Map<string, string> }>();
+      const { fetchBackup } = await import('../backup/fetch.ts');
+      await fetchBackup({
+        storage: await ctx.storage(),
+        encryption: await ctx.encryption(),
+        backup,
+        target: dir,
+        tablespaceMap: flags.tablespaceMap,
+        downloadConcurrency: ctx.config.downloadConcurrency,
+      });
+    }),
+  );
 }

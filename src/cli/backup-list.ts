@@ -10,12 +10,15 @@ export function register(program: Command): void {
     .addHelpText('after', '\nA backup is listed once its manifest is written (backup-push writes it last); an interrupted backup-push leaves no listed backup.\n')
     .addHelpText('after', settingsHelp(['storage', 'identityFile', 'passphraseFile', 'storageTimeout', 'logFormat', 'logLevel'], settings));
   command.action(
-      action('backup-list', async (ctx) => {
-        const flags = command.opts<{ json?: boolean }>();
-        const { listBackups } = await import('../backup/catalog.ts');
-        const { formatBackupTable } = await import('../backup/list-format.ts');
-        const backups = await listBackups(await ctx.storage(), await ctx.encryption());
-        process.stdout.write(flags.json ? `${JSON.stringify(backups, null, 2)}\n` : formatBackupTable(backups));
-      }),
-    );
+    action('backup-list', async (ctx) => {
+      const flags = command.opts<{ json?: boolean }>();
+      const { listBackups } = await import('../backup/catalog.ts');
+      const { applyMarks } = await import('../retention/catalog.ts');
+      const { formatBackupTable } = await import('../backup/list-format.ts');
+      const storage = await ctx.storage();
+      // backup-mark's pins override the permanent flag backup-push recorded.
+      const backups = await applyMarks(storage, await listBackups(storage, await ctx.encryption()));
+      process.stdout.write(flags.json ? `${JSON.stringify(backups, null, 2)}\n` : formatBackupTable(backups));
+    }),
+  );
 }

@@ -33,28 +33,28 @@ Example (cron, as the postgres user):
       ),
     );
   command.action(
-      action(
-        'backup-push',
-        async (ctx) => {
-          const flags = command.opts<{ fast?: boolean; verifyChecksums?: boolean; permanent?: boolean; name?: string }>();
-          const { pushBackup } = await import('../backup/push.ts');
-          const c = ctx.config;
-          await pushBackup({
-            storage: await ctx.storage(),
-            encode: await ctx.encodeOptions(),
-            connection: { host: c.pghost, port: c.pgport, user: c.pguser, database: c.pgdatabase, password: c.pgpassword },
-            pgdata: c.pgdata,
-            fast: Boolean(flags.fast),
-            verifyChecksums: Boolean(flags.verifyChecksums),
-            permanent: Boolean(flags.permanent),
-            name: flags.name,
-            partSize: c.backupPartSize,
-            uploadConcurrency: c.uploadConcurrency,
-            archiveTimeoutMs: c.archiveTimeout * 1000,
-            allowUnencrypted: c.allowUnencrypted,
-          });
-        },
-        { overrides: (flags) => ({ pgdata: flags.pgdata }) },
-      ),
-    );
+    action(
+      'backup-push',
+      async (ctx) => {
+        const flags = command.opts<{ fast?: boolean; verifyChecksums?: boolean; permanent?: boolean; name?: string }>();
+        const { pushBackup } = await import('../backup/push.ts');
+        const c = ctx.config;
+        await pushBackup({
+          storage: await ctx.storage(),
+          encode: await ctx.encodeOptions(),
+          connection: { host: c.pghost, port: c.pgport, user: c.pguser, database: c.pgdatabase, password: c.pgpassword },
+          pgdata: c.pgdata,
+          fast: Boolean(flags.fast),
+          verifyChecksums: Boolean(flags.verifyChecksums),
+          permanent: Boolean(flags.permanent),
+          name: flags.name,
+          partSize: c.backupPartSize,
+          uploadConcurrency: c.uploadConcurrency,
+          archiveTimeoutMs: c.archiveTimeout * 1000,
+          allowUnencrypted: c.allowUnencrypted,
+        });
+      },
+      { overrides: (flags) => ({ pgdata: flags.pgdata }) },
+    ),
+  );
 }

@@ -94,6 +94,11 @@ describe(`backup-push on PostgreSQL ${major}`, { concurrency: 2 }, () => {
     assert.equal(createHash('sha256').update(await readFile(join(hatch, kept))).digest('hex'), files.get(kept)!.sha256);
     assert.equal(await readFile(join(hatch, 'backup_label'), 'utf8'), m.backupLabel);
 
+    // backup-mark overrides the flag backup-push recorded; backup-list shows the mark.
+    await walshipOk(['--config', repo.config, 'backup-mark', m.name, '--impermanent']);
+    const marked = JSON.parse((await walshipOk(['--config', repo.config, 'backup-list', '--json'])).stdout) as { permanent: boolean }[];
+    assert.equal(marked[0]!.permanent, false);
+
     // Same name twice: refused.
     const again = await walship(['--config', repo.config, 'backup-push', '--name', m.name], { env: pgEnv(primary) });
     assert.equal(again.code, 3, again.stderr);
