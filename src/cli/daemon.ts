@@ -49,7 +49,7 @@ export function register(program: Command): void {
             socketPath: config.daemonSocket,
             metricsAddress,
             fingerprint: configFingerprint(config),
-            push: { storage, encode: await ctx.encodeOptions(), encryption, allowUnencrypted: config.allowUnencrypted },
+            push: { storage, encode: await ctx.encodeOptions(), encryption, allowUnencrypted: config.allowUnencrypted, wholeFile: true },
             fetch: { storage, encryption },
             pgdata: config.pgdata,
             uploadConcurrency: config.uploadConcurrency,
