@@ -208,7 +208,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     return { ok: false, exitCode: ExitCode.usage, message: 'unknown request' };
   };
 
+  /** Open client connections and requests being answered, so shutdown can wait for them and then close the rest. */
+  const connections = new Set<Socket>();
+  const answering = new Set<Promise<unknown>>();
   const serve = (socket: Socket) => {
+    connections.add(socket);
+    socket.on('close', () => connections.delete(socket));
     let buffer = '';
     socket.setEncoding('utf8');
     socket.on('error', () => {});
@@ -233,14 +238,16 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         socket.end(`${JSON.stringify({ ok: false, fallback: true, message: 'daemon is shutting down' })}\n`);
         return;
       }
-      handle(request).then(
-        (answer) => socket.end(`${JSON.stringify(answer)}\n`),
+      const answer = handle(request).then(
+        (result) => socket.end(`${JSON.stringify(result)}\n`),
         (err: unknown) => {
           const exitCode = err instanceof WalshipError ? err.exitCode : ExitCode.storage;
           log.error(oneLine(err), { op: request.op });
           socket.end(`${JSON.stringify({ ok: false, exitCode, message: oneLine(err) })}\n`);
         },
       );
+      answering.add(answer);
+      void answer.finally(() => answering.delete(answer));
     });
   };
 
@@ -271,12 +278,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       closing = true;
       clearInterval(scanTimer);
       log.info('shutting down: finishing uploads in flight', { uploads: pushing.size });
-      await new Promise<void>((r) => socketServer.close(() => r()));
-      // Requests already accepted finish (they are in `pushing` or fetching); then the rest.
+      // No new connections; requests already accepted finish (they are in `pushing` or fetching).
+      const socketClosed = new Promise<void>((r) => socketServer.close(() => r()));
       while (pushing.size) await Promise.allSettled([...pushing.values()]);
+      await Promise.allSettled([...answering]);
+      for (const socket of connections) socket.destroy();
+      await socketClosed;
       await Promise.allSettled([...prefetchers.values()].map((p) => p.stop()));
-      await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
-      metricsServer?.closeAllConnections?.();
+      if (metricsServer) {
+        const metricsClosed = new Promise<void>((r) => metricsServer!.close(() => r()));
+        metricsServer.closeAllConnections();
+        await metricsClosed;
+      }
       await unlink(options.socketPath).catch(() => {});
       await options.push.storage.close?.();
       resolveClosed();

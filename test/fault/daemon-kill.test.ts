@@ -41,6 +41,17 @@ const exitOf = (child: ChildProcess) =>
     ? Promise.resolve({ code: child.exitCode, signal: child.signalCode })
     : new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
 
+/** Poll `walship daemon status` until a push is in flight; returns the in-flight count seen. */
+async function waitForInFlight(env: Record<string, string>, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    const r = await runWalship(['daemon', 'status', '--json'], { env });
+    const inFlight = r.code === 0 ? (JSON.parse(r.stdout) as { inFlight: number }).inFlight : 0;
+    if (inFlight > 0 || Date.now() - start > timeoutMs) return inFlight;
+    await sleep(20);
+  }
+}
+
 function setup(label: string) {
   const tmp = tempDir(label);
   const walDir = join(tmp.path, 'pgdata', 'pg_wal');
@@ -60,16 +71,14 @@ describe('walship daemon faults', () => {
       const env = { WALSHIP_STORAGE: `file://${repo}`, WALSHIP_DAEMON_SOCKET: socket, WALSHIP_METRICS_ADDRESS: 'off', WALSHIP_COMPRESSION_LEVEL: '19', WALSHIP_LOOKAHEAD: '0' };
       const daemon = await startDaemon(env);
       assert.equal(statSync(socket).mode & 0o777, 0o600, 'socket is 0600');
-      const client = runWalship(['wal-push', `pg_wal/${seg.name}`], { cwd: pgdata, env, timeoutMs: 150_000 });
-      // Wait until the daemon is writing the object, then kill it.
-      for (let i = 0; i < 600; i++) {
-        if (existsSync(join(repo, 'wal')) && readdirSync(join(repo, 'wal')).some((f) => f.startsWith('.tmp.'))) break;
-        await sleep(10);
-      }
+      const client = runWalship(['wal-push', `pg_wal/${seg.name}`], { cwd: pgdata, env: { ...env, WALSHIP_LOG_LEVEL: 'debug' }, timeoutMs: 150_000 });
+      // Wait until the daemon works on the request (compressing at level 19 takes seconds), then kill it.
+      assert.equal(await waitForInFlight(env, 30_000), 1, 'the daemon had the push in flight');
       daemon.child.kill('SIGKILL');
       await exitOf(daemon.child);
       const r = await client;
       assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /no walship daemon answered; working locally/, 'the client fell back');
       assert.ok((await stored(repo, seg.name)).equals(seg.bytes));
       assert.ok(existsSync(socket), 'the killed daemon left its socket file');
 
@@ -154,10 +163,7 @@ describe('walship daemon faults', () => {
       // PostgreSQL marks it ready: the daemon archives it on its own (slowly, level 19).
       const { writeFileSync } = await import('node:fs');
       writeFileSync(join(walDir, 'archive_status', `${seg.name}.ready`), '');
-      for (let i = 0; i < 600; i++) {
-        if (existsSync(join(repo, 'wal')) && readdirSync(join(repo, 'wal')).some((f) => f.startsWith('.tmp.'))) break;
-        await sleep(10);
-      }
+      assert.equal(await waitForInFlight(env, 30_000), 1, 'the daemon archives it');
       const inFlight = await fetch(`http://127.0.0.1:${port}/metrics`).then((res) => res.text());
       assert.match(inFlight, /walship_wal_in_flight 1/);
       daemon.child.kill('SIGTERM');
