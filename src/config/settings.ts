@@ -79,8 +79,8 @@ export const settings = {
   },
   lookahead: {
     env: 'WALSHIP_LOOKAHEAD',
-    doc: 'wal-push also uploads up to this many other WAL files PostgreSQL has marked ready, and records them under pg_wal/walship/archived so its later calls return at once (0 = off)',
-    schema: z._default(int(0, 256), 8),
+    doc: 'wal-push also uploads up to this many other WAL files PostgreSQL has marked ready (default 16), and records them under pg_wal/walship/archived so its later calls return at once (0 = off)',
+    schema: z._default(int(0, 256), 16),
   },
   prefetch: {
     env: 'WALSHIP_PREFETCH',
