@@ -11,6 +11,7 @@ import { checkRepositoryEncryption, claimRepository, keys } from '../repository.
 import { encryptionRecord, uncomparableEncrypted } from '../codec/keys.ts';
 import { isExists, type Storage } from '../storage/storage.ts';
 import { digestOfObject } from './digest.ts';
+import { pushedBefore, recordPush } from './push-record.ts';
 
 export interface WalPushContext {
   storage: Storage;
@@ -65,10 +66,15 @@ export async function pushWalFile(path: string, ctx: WalPushContext): Promise<Wa
     try {
       await ctx.storage.put(key, body, { ifAbsent: true, size });
       reusable = true;
+      await recordPush(path, handle, ctx.storage.location);
       log.debug('archived', { file: wal.name, bytes: size });
       return 'stored';
     } catch (err) {
       if (!isExists(err)) throw err;
+      if (!ctx.encryption?.decrypt && (await pushedBefore(path, handle, ctx.storage.location))) {
+        log.info('already archived by this host (same file, recorded after its durable push)', { file: wal.name });
+        return 'already-archived';
+      }
       const local = await digestOfFile(handle);
       const stored = await digestOfObject(ctx.storage, key, ctx.encryption).catch(uncomparableEncrypted(wal.name, ctx.storage.location, ctx.encryption));
       if (stored === local) {

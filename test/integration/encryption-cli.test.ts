@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Decrypter } from 'age-encryption';
@@ -316,6 +316,34 @@ describe('the repository remembers it is encrypted', () => {
     const otherDir = dir('duplicate-other');
     const different = writeWalFile(otherDir, small(16n, 'different payload'));
     assertFails(await walship(['wal-push', different], { ...writer, WALSHIP_IDENTITY_FILE: key.file }), 3, /different content/);
+  });
+});
+
+describe('PostgreSQL pushing an archived file again, on a host with only recipients', () => {
+  test('the same file from pg_wal (a retry after a crash) exits 0 from the local push record; a different file under that name is still refused', async () => {
+    const where = dir('retry');
+    const key = await keygen(where);
+    const storage = `file://${repoDir(where)}`;
+    const pgWal = join(where, 'pg_wal');
+    mkdirSync(pgWal);
+    const writer = { WALSHIP_STORAGE: storage, WALSHIP_RECIPIENTS: key.recipient };
+    const path = writeWalFile(pgWal, small(18n));
+    assert.equal((await walship(['wal-push', path], writer)).code, 0);
+    const retry = await walship(['wal-push', path], writer);
+    assert.equal(retry.code, 0, retry.stderr);
+    assert.match(retry.stderr, /already archived by this host/);
+    // PostgreSQL never rewrites a ready WAL file; a different one under the name cannot be vouched for.
+    rmSync(path);
+    writeWalFile(pgWal, small(18n, 'different payload'));
+    assertFails(await walship(['wal-push', path], writer), 3, /this host has no identity .* to compare it/);
+    // The record belongs to the repository it was made for: repository B already holds another
+    // file under the name; the note about repository A vouches for nothing there.
+    const repoB = `file://${repoDir(dir('retry-b'))}`;
+    const elsewhere = writeWalFile(dir('retry-b-source'), small(19n, 'other cluster payload'));
+    assert.equal((await walship(['wal-push', elsewhere], { ...writer, WALSHIP_STORAGE: repoB })).code, 0);
+    const ours = writeWalFile(pgWal, small(19n));
+    assert.equal((await walship(['wal-push', ours], writer)).code, 0);
+    assertFails(await walship(['wal-push', ours], { ...writer, WALSHIP_STORAGE: repoB }), 3, /this host has no identity .* to compare it/);
   });
 });
 
