@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { makeServerOwnedDir, startCluster, type Cluster } from '../test/helpers/pg-cluster.ts';
+import { segmentNumber } from '../src/pg/wal-names.ts';
 
 const segmentRe = /^[0-9A-F]{24}$/;
 
@@ -66,8 +67,9 @@ export async function makeSegments(count: number, reuseDir?: string, log: (s: st
       running = false;
       await checkpoints;
       const lsn = await c.sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
-      log(`  ${parseInt(lsn.slice(8), 16) - parseInt(start.slice(8), 16)} segments so far`);
-      if (parseInt(lsn.slice(8), 16) - parseInt(start.slice(8), 16) > count + 2) break;
+      const written = Number(segmentNumber(lsn.slice(8), 16 << 20) - segmentNumber(start.slice(8), 16 << 20));
+      log(`  ${written} segments so far`);
+      if (written > count + 2) break;
     }
     await c.sql('SELECT pg_switch_wal()');
     await c.waitFor("SELECT count(*) = 0 FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'", 't', 120_000);

@@ -13,7 +13,11 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensurePostgresCanReach, makeServerOwnedDir, serverUser, startCluster, type Cluster } from '../test/helpers/pg-cluster.ts';
 import { cleanEnv, walshipBin, walshipRoot, type BenchContext } from './lib.ts';
+import { segmentNumber } from '../src/pg/wal-names.ts';
 import { setupPgBackRest } from './pgbackrest.ts';
+
+/** Segment number of a 16 MiB segment's file name. */
+const segNo = (name: string) => segmentNumber(name.slice(8), 16 * 1024 * 1024);
 
 const SECTION = 'sustained: pgbench at full speed, archive lag (.ready files)';
 const LOAD_SECTION = 'sustained: bulk load (pgbench -i), archive lag (.ready files)';
@@ -36,7 +40,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       setup: async (dir) => ({ command: `${walshipBin} wal-push %p`, env: { WALSHIP_STORAGE: `file://${dir}/repo`, WALSHIP_LOOKAHEAD: '0' } }),
     },
     {
-      name: 'walship wal-push, lookahead 8, 2 parallel (default)',
+      name: 'walship wal-push, lookahead 16, 2 parallel (default)',
       setup: async (dir) => ({ command: `${walshipBin} wal-push %p`, env: { WALSHIP_STORAGE: `file://${dir}/repo` } }),
     },
     {
@@ -127,7 +131,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       sampling = false;
       await sampler;
       const tps = /tps = ([\d.]+)/.exec(bench)?.[1] ?? '?';
-      const written = parseInt(endSeg.slice(8), 16) - parseInt(startSeg.slice(8), 16);
+      const written = Number(segNo(endSeg) - segNo(startSeg));
       const tpcbPeak = peak;
 
       // Then a bulk load (pgbench -i: COPY and index builds), WAL as fast as the machine writes it.
@@ -149,7 +153,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const loadDrain = (Date.now() - loadDrainStart) / 1000;
       sampling = false;
       await loadSampler;
-      const loadWritten = parseInt(loadEndSeg.slice(8), 16) - parseInt(loadStartSeg.slice(8), 16);
+      const loadWritten = Number(segNo(loadEndSeg) - segNo(loadStartSeg));
       ctx.record({
         section: LOAD_SECTION,
         name: variant.name,
