@@ -50,7 +50,7 @@ export function register(program: Command): void {
             metricsAddress,
             fingerprint: configFingerprint(config),
             push: { storage, encode: await ctx.encodeOptions(), encryption, allowUnencrypted: config.allowUnencrypted, wholeFile: true },
-            fetch: { storage, encryption },
+            fetch: { storage, encryption, wholeFile: true },
             pgdata: config.pgdata,
             uploadConcurrency: config.uploadConcurrency,
             downloadConcurrency: config.downloadConcurrency,
