@@ -8,6 +8,8 @@ import type { EncodeOptions, Encryption } from '../codec/codec.ts';
 /** What a command's action gets: validated settings and lazily opened resources. */
 export interface CommandContext {
   config: Config & { configPath?: string | undefined };
+  /** --config as given on the command line (not the default path). */
+  configArg?: string | undefined;
   storage(): Promise<Storage>;
   encodeOptions(): Promise<EncodeOptions>;
   /** Decryption (and encryption) as configured; undefined when no key setting is present. */
@@ -51,6 +53,7 @@ export function action<A extends unknown[]>(
       let encryption: Promise<Encryption | undefined> | undefined;
       const ctx: CommandContext = {
         config,
+        configArg: flags.config as string | undefined,
         async storage() {
           if (!storage) {
             const { parseStorageUrl } = await import('../config/storage-url.ts');

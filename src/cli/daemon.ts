@@ -43,12 +43,14 @@ export function register(program: Command): void {
           }
           const { startDaemon } = await import('../daemon/server.ts');
           const { configFingerprint } = await import('../daemon/protocol.ts');
+          const { destinationTag } = await import('../wal/lookahead.ts');
           const storage = await ctx.storage();
           const encryption = await ctx.encryption();
           const running = await startDaemon({
             socketPath: config.daemonSocket,
             metricsAddress,
             fingerprint: configFingerprint(config),
+            markerTag: destinationTag(ctx.configArg),
             push: { storage, encode: await ctx.encodeOptions(), encryption, allowUnencrypted: config.allowUnencrypted, wholeFile: true },
             fetch: { storage, encryption, wholeFile: true },
             pgdata: config.pgdata,

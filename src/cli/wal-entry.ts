@@ -19,8 +19,8 @@ const plain = (arg: string | undefined): arg is string => arg !== undefined && a
 const command = { optsWithGlobals: () => ({ config: configPath }) } as unknown as Command;
 
 if (rest[0] === 'wal-push' && rest.length === 2 && plain(rest[1])) {
-  const { consumeMarker } = await import('../wal/lookahead.ts');
-  if (await consumeMarker(rest[1])) process.exit(0);
+  const { consumeMarker, destinationTag } = await import('../wal/lookahead.ts');
+  if (await consumeMarker(rest[1], destinationTag(configPath))) process.exit(0);
   const { walPushAction } = await import('./wal-push.ts');
   await walPushAction(rest[1], {}, command);
 } else if (rest[0] === 'wal-fetch' && rest.length === 3 && plain(rest[1]) && plain(rest[2])) {

@@ -13,8 +13,9 @@ export function register(program: Command): void {
     .action(async (path: string, ...rest: unknown[]) => {
       // A lookahead (or the daemon) already made this file durable: exit 0 before loading anything.
       // (bin/walship does the same check in sh, before Node starts; this covers other launchers.)
-      const { consumeMarker } = await import('../wal/lookahead.ts');
-      if (await consumeMarker(path)) process.exit(0);
+      const { consumeMarker, destinationTag } = await import('../wal/lookahead.ts');
+      const configArg = (rest[rest.length - 1] as Command).optsWithGlobals().config as string | undefined;
+      if (await consumeMarker(path, destinationTag(configArg))) process.exit(0);
       await walPushAction(path, ...rest);
     });
 }
@@ -22,11 +23,12 @@ export function register(program: Command): void {
 /** What `wal-push <path>` does, once settings are loaded (also run by the fast entry, wal-entry.ts). */
 export async function walPush(ctx: CommandContext, path: string): Promise<void> {
   const config = ctx.config;
+  const { destinationTag, pushWithLookahead } = await import('../wal/lookahead.ts');
   if (config.daemonSocket) {
     const { handOver } = await import('../daemon/hand-over.ts');
-    if (await handOver(config, { op: 'push', path: resolve(path) })) return;
+    if (await handOver(config, { op: 'push', path: resolve(path), tag: destinationTag(ctx.configArg) })) return;
   }
-  const [{ pushWalFile }, { pushWithLookahead }] = await Promise.all([import('../wal/push.ts'), import('../wal/lookahead.ts')]);
+  const { pushWalFile } = await import('../wal/push.ts');
   const pushCtx = {
     storage: await ctx.storage(),
     encode: await ctx.encodeOptions(),
@@ -36,7 +38,9 @@ export async function walPush(ctx: CommandContext, path: string): Promise<void> 
     wholeFile: true,
   };
   const push = (file: string) => pushWalFile(file, pushCtx);
-  if (config.lookahead > 0) await pushWithLookahead(path, push, { lookahead: config.lookahead, concurrency: config.uploadConcurrency });
+  if (config.lookahead > 0) {
+    await pushWithLookahead(path, push, { lookahead: config.lookahead, concurrency: config.uploadConcurrency, tag: destinationTag(ctx.configArg) });
+  }
   else await push(path);
 }
 

@@ -14,7 +14,7 @@ export class DaemonNotFound extends Error {}
 
 export async function handOver(
   config: Config,
-  request: { op: 'push'; path: string } | { op: 'fetch'; name: string; dest: string },
+  request: { op: 'push'; path: string; tag: string } | { op: 'fetch'; name: string; dest: string },
 ): Promise<boolean> {
   const socket = config.daemonSocket!;
   const answer: Answer | undefined = await askDaemon(

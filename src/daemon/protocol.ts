@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 
 export type Request =
-  | { op: 'push'; path: string; fingerprint: string }
+  | { op: 'push'; path: string; fingerprint: string; /** the client's destinationTag, for markers */ tag?: string }
   | { op: 'fetch'; name: string; dest: string; fingerprint: string }
   | { op: 'status' };
 

@@ -29,6 +29,9 @@ export interface DaemonOptions {
   /** host:port for /metrics, or undefined for none. */
   metricsAddress?: string | undefined;
   fingerprint: string;
+  /** The daemon's own destinationTag (its --config, WALSHIP_CONFIG, WALSHIP_STORAGE): the tag of its
+   * markers until a client's push request tells the archive_command's own. */
+  markerTag: string;
   push: WalPushContext;
   fetch: WalFetchContext;
   /** Data directory whose pg_wal is archived continuously (optional). */
@@ -62,6 +65,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
    * .ready to .done, the .ready file is still there; do not push those again.
    */
   const recentlyDone = new Map<string, number>();
+  /** The destination tag of the archive_command that hands pushes over (see destinationTag). */
+  let clientTag: string = options.markerTag;
   const prefetchers = new Map<string, Prefetcher>();
   let closing = false;
   let queued = 0;
@@ -77,7 +82,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         const { size } = await stat(path);
         await pushWalFile(path, options.push);
         recentlyDone.set(name, Date.now());
-        if (via === 'lookahead') await writeMarker(join(path, '..'), name);
+        // Markers answer PostgreSQL's later call in bin/walship's sh fast path, which compares the
+        // marker with its own destination tag (the daemon's, or the one its clients sent).
+        if (via === 'lookahead') await writeMarker(join(path, '..'), name, clientTag);
         counters.pushed++;
         counters.pushedBytes += size;
         lastPushAt = new Date();
@@ -169,12 +176,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     if (request.op === 'push') {
       const path = request.path;
       const name = basename(path);
-      if (await consumeMarker(path)) return { ok: true, result: 'marked' };
+      if (request.tag !== undefined) clientTag = request.tag;
+      if (request.tag !== undefined && (await consumeMarker(path, request.tag))) return { ok: true, result: 'marked' };
       const running = pushing.get(name);
       if (running) {
         try {
           await running;
-          if (await consumeMarker(path)) return { ok: true, result: 'marked' };
+          if (request.tag !== undefined && (await consumeMarker(path, request.tag))) return { ok: true, result: 'marked' };
         } catch {
           // push it again below, and report that attempt's outcome
         }

@@ -15,7 +15,7 @@
  *   identical object; so stale markers are swept freely.
  * Only this module creates markers; nothing but empty files named like WAL files lives there.
  */
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { log } from '../log.ts';
 import { parseWalFileName } from '../pg/wal-names.ts';
@@ -35,13 +35,16 @@ export const markerDir = (walDir: string) => join(walDir, localStateDir, markerD
  * PostgreSQL asks to archive `walPath`: if a marker says it is already durable, remove the marker
  * (PostgreSQL has now asked for that name) and return true.
  */
-export async function consumeMarker(walPath: string): Promise<boolean> {
+export async function consumeMarker(walPath: string, tag: string): Promise<boolean> {
   const walDir = walDirOf(walPath);
   const name = basename(walPath);
   if (!walDir || !parseWalFileName(name)) return false;
   const marker = join(markerDir(walDir), name);
   const [markerInfo, fileInfo] = await Promise.all([stat(marker).catch(() => undefined), stat(walPath).catch(() => undefined)]);
   if (!markerInfo) return false;
+  // A marker vouches only for the destination that wrote it (archive_command may run walship
+  // twice, into two repositories); another destination's marker is left for its own call.
+  if ((await readFile(marker, 'utf8').catch(() => '')) !== `${tag}\n`) return false;
   await unlink(marker).catch(() => {});
   if (!fileInfo || markerInfo.mtimeMs < fileInfo.mtimeMs) {
     log.warn('ignoring an archive marker older than its WAL file; archiving it again', { file: name });
@@ -51,12 +54,20 @@ export async function consumeMarker(walPath: string): Promise<boolean> {
   return true;
 }
 
-/** Record that `name` is durable in the repository. Called only after its push resolved. */
-export async function writeMarker(walDir: string, name: string): Promise<void> {
+/** Record that `name` is durable in the repository `tag` names. Called only after its push resolved. */
+export async function writeMarker(walDir: string, name: string, tag: string): Promise<void> {
   const dir = markerDir(walDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const handle = await open(join(dir, name), 'w', 0o600);
-  await handle.close();
+  await writeFile(join(dir, name), `${tag}\n`, { mode: 0o600 });
+}
+
+/**
+ * Which destination an archive_command invocation archives to, as both bin/walship (in sh) and
+ * Node can tell it before loading settings: the --config argument as given, WALSHIP_CONFIG and
+ * WALSHIP_STORAGE. Two walship calls in one archive_command differ in at least one of them.
+ */
+export function destinationTag(configArg: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return `${configArg ?? ''}|${env.WALSHIP_CONFIG ?? ''}|${env.WALSHIP_STORAGE ?? ''}`;
 }
 
 /** The names PostgreSQL has marked ready for archiving, in the order its archiver takes them (history files first). */
@@ -99,6 +110,8 @@ export interface LookaheadOptions {
   lookahead: number;
   /** Parallel uploads. */
   concurrency: number;
+  /** The destination markers are written for (destinationTag). */
+  tag: string;
 }
 
 export interface BatchResult {
@@ -141,7 +154,7 @@ export async function pushWithLookahead(
       if (requestedError !== undefined) return;
       try {
         await push(join(walDir!, name));
-        await writeMarker(walDir!, name);
+        await writeMarker(walDir!, name, options.tag);
         result.marked.push(name);
       } catch (err) {
         result.failed.push(name);
