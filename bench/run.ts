@@ -2,8 +2,8 @@
  * `npm run bench` — walship against cp, zstd, lz4 and pgBackRest 2.45 on the same real WAL, in
  * one run, printed as a table of per-segment medians and ratios (docs/benchmarks.md).
  *
- *   npm run bench                      full run (~25 min on 2 cores)
- *   npm run bench -- --quick           quick run (< 10 min): fewer segments, short sustained runs
+ *   npm run bench                      full run (~14 min here, every section)
+ *   npm run bench -- --quick           quick run (~7 min here, < 10 min): fewer segments, short runs
  *   npm run bench -- --segments 64     how many 16 MiB segments (default 48; quick 24)
  *   npm run bench -- --segments-dir D  keep the generated segments in D and reuse them next time
  *   npm run bench -- --only wal,profile  run only these sections
