@@ -2,13 +2,18 @@
 // loading them as hundreds of small modules costs tens of milliseconds); native addons and cloud
 // SDKs stay external and are imported lazily by the code that needs them.
 import { build } from 'esbuild';
-import { rmSync } from 'node:fs';
+import { renameSync, rmSync } from 'node:fs';
 
-rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
+// Build beside dist/ and swap it in at the end, so a rebuild never leaves running archive
+// commands (or tests) without a CLI, and a failed build leaves the previous one in place.
+const dist = new URL('../dist', import.meta.url);
+const next = new URL('../dist.next', import.meta.url);
+const old = new URL('../dist.old', import.meta.url);
+rmSync(next, { recursive: true, force: true });
 await build({
   // wal: the fast entry for wal-push/wal-fetch as PostgreSQL runs them (src/cli/wal-entry.ts).
   entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts' },
-  outdir: 'dist',
+  outdir: 'dist.next',
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -21,3 +26,11 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
+rmSync(old, { recursive: true, force: true });
+try {
+  renameSync(dist, old);
+} catch {
+  // no previous build
+}
+renameSync(next, dist);
+rmSync(old, { recursive: true, force: true });
