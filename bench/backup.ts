@@ -4,8 +4,9 @@
  * (`archive_command = '<walship> --config <cfg> wal-push %p'`, a file:// repository on local disk).
  *
  * Measured in 3 rounds, each as MiB/s (size of the data directory without pg_wal / wall time;
- * the best round, with the median beside it) and peak RSS (GNU time's %M: the largest resident set
- * of the process or of any one of its children):
+ * the best round, with the median beside it), CPU seconds (user + system, children included; the
+ * median round) and peak RSS (GNU time's %M: the largest resident set of the process or of any
+ * one of its children):
  * - walship `backup-push --fast`, zstd level 1 and lz4 (upload concurrency 2, the default), and
  *   `backup-fetch LATEST <empty dir>` of each (download concurrency 2, the default);
  * - pgBackRest 2.45 `backup --type=full --start-fast`, process-max 2, zst level 1 and lz4 (one
@@ -48,6 +49,8 @@ interface Timed {
   ms: number;
   /** Peak RSS in KiB (GNU time %M). */
   rssKiB: number;
+  /** User + system CPU seconds, children included (GNU time %U + %S). */
+  cpuS: number;
   stderr: string;
 }
 
@@ -55,6 +58,7 @@ interface Figure {
   name: string;
   ms: number;
   rssKiB: number;
+  cpuS: number;
   /** Bytes stored in the repository (backups only). */
   stored?: number;
   note?: string;
@@ -113,21 +117,24 @@ export async function run(ctx: BenchContext): Promise<void> {
       new Promise((resolve, reject) => {
         const rssFile = path.join(base, `rss-${++rssFiles}`);
         const start = process.hrtime.bigint();
-        const child = spawn('/usr/bin/time', ['-f', '%M', '-o', rssFile, file, ...args], { ...spawnOptions, env, stdio: ['ignore', 'ignore', 'pipe'] });
+        const child = spawn('/usr/bin/time', ['-f', '%M %U %S', '-o', rssFile, file, ...args], { ...spawnOptions, env, stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
         child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
         child.on('error', reject);
         child.on('close', (code, signal) => {
           const ms = Number(process.hrtime.bigint() - start) / 1e6;
           let rssKiB = NaN;
+          let cpuS = NaN;
           try {
-            rssKiB = Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop());
+            const [rss, user, sys] = fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+            rssKiB = rss!;
+            cpuS = user! + sys!;
             fs.rmSync(rssFile, { force: true });
           } catch {
             // no figure
           }
           if (code !== 0) reject(new Error(`${path.basename(file)} ${args.join(' ')} exited ${code ?? signal}: ${stderr.trim().slice(-2000)}`));
-          else resolve({ ms, rssKiB, stderr });
+          else resolve({ ms, rssKiB, cpuS, stderr });
         });
       });
     /** Settle first: a checkpoint now (so the next backup's own is short), then every dirty page to disk. */
@@ -156,7 +163,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const before = dirSize(path.join(repo, 'backups'));
       const t = await timed(walshipBin, ['--config', configs[compression], 'backup-push', '--fast', '--pgdata', c.dataDir], walshipEnv);
       const stored = dirSize(path.join(repo, 'backups')) - before;
-      return { name: `walship backup-push --fast, ${compression === 'zstd' ? 'zstd-1' : 'lz4'}`, ms: t.ms, rssKiB: t.rssKiB, stored };
+      return { name: `walship backup-push --fast, ${compression === 'zstd' ? 'zstd-1' : 'lz4'}`, ms: t.ms, rssKiB: t.rssKiB, cpuS: t.cpuS, stored };
     };
     const walshipFetch = async (compression: 'zstd' | 'lz4'): Promise<Figure> => {
       const target = path.join(base, `fetch-walship-${compression}`);
@@ -164,7 +171,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const t = await timed(walshipBin, ['--config', configs[compression], 'backup-fetch', 'LATEST', target], walshipEnv);
       checkRestored(target, dataBytes, 'walship backup-fetch');
       fs.rmSync(target, { recursive: true, force: true });
-      return { name: `walship backup-fetch LATEST (${compression === 'zstd' ? 'zstd-1' : 'lz4'})`, ms: t.ms, rssKiB: t.rssKiB };
+      return { name: `walship backup-fetch LATEST (${compression === 'zstd' ? 'zstd-1' : 'lz4'})`, ms: t.ms, rssKiB: t.rssKiB, cpuS: t.cpuS };
     };
     const pgbrBackup = async (compression: 'zstd' | 'lz4'): Promise<Figure> => {
       const pgbr = pgbrs[compression];
@@ -174,7 +181,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const args = [...connection, '--no-archive-check', '--no-checksum-page', '--start-fast', '--type=full', '--repo1-retention-full=9'];
       const t = await timed('pgbackrest', pgbr.args('backup', ...args), pgbrEnv);
       const stored = dirSize(backupDir) - before;
-      return { name: `pgBackRest backup, process-max 2, ${compression === 'zstd' ? 'zst-1' : 'lz4'}`, ms: t.ms, rssKiB: t.rssKiB, stored };
+      return { name: `pgBackRest backup, process-max 2, ${compression === 'zstd' ? 'zst-1' : 'lz4'}`, ms: t.ms, rssKiB: t.rssKiB, cpuS: t.cpuS, stored };
     };
     const pgbrRestore = async (compression: 'zstd' | 'lz4'): Promise<Figure> => {
       const target = emptyDir(`restore-pgbr-${compression}`);
@@ -182,7 +189,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const t = await timed('pgbackrest', [...pgbrs[compression].args('restore', `--pg1-path=${target}`)], pgbrEnv);
       checkRestored(target, dataBytes, 'pgbackrest restore');
       fs.rmSync(target, { recursive: true, force: true });
-      return { name: `pgBackRest restore, process-max 2 (${compression === 'zstd' ? 'zst-1' : 'lz4'})`, ms: t.ms, rssKiB: t.rssKiB };
+      return { name: `pgBackRest restore, process-max 2 (${compression === 'zstd' ? 'zst-1' : 'lz4'})`, ms: t.ms, rssKiB: t.rssKiB, cpuS: t.cpuS };
     };
     const basebackup = async (compress: string): Promise<Figure> => {
       const target = emptyDir(`basebackup-${compress.replace(/[^a-z0-9]+/g, '-')}`);
@@ -191,7 +198,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const t = await timed(clientBin('pg_basebackup'), args, cleanEnv({ HOME: user.home }));
       const stored = dirSize(target);
       fs.rmSync(target, { recursive: true, force: true });
-      return { name: `pg_basebackup -Ft --compress=${compress}`, ms: t.ms, rssKiB: t.rssKiB, stored, note: 'RSS of the client; compression runs in the server (walsender)' };
+      return { name: `pg_basebackup -Ft --compress=${compress}`, ms: t.ms, rssKiB: t.rssKiB, cpuS: t.cpuS, stored, note: 'RSS and CPU of the client only; compression runs in the server (walsender)' };
     };
 
     // Disk write limit: what fetch and restore cannot beat (they write and fsync the whole directory).
@@ -236,7 +243,8 @@ export async function run(ctx: BenchContext): Promise<void> {
      */
     const summary = (f: Figure[]): Figure => {
       const times = f.map((x) => x.ms).sort((a, b) => a - b);
-      return { ...f[f.length - 1]!, ms: times[0]!, medianMs: times[times.length >> 1]!, rssKiB: Math.max(...f.map((x) => x.rssKiB)), runs: times };
+      const cpu = f.map((x) => x.cpuS).sort((a, b) => a - b);
+      return { ...f[f.length - 1]!, ms: times[0]!, medianMs: times[times.length >> 1]!, rssKiB: Math.max(...f.map((x) => x.rssKiB)), cpuS: cpu[cpu.length >> 1]!, runs: times };
     };
     diskRuns.push(await disk());
     const diskMiBs = Math.max(...diskRuns);
@@ -266,10 +274,10 @@ export async function run(ctx: BenchContext): Promise<void> {
       ctx.record({
         section: SECTION,
         name: f.name,
-        value: `best ${rate(f).toFixed(0)} MiB/s, median ${rate(f, true).toFixed(0)} MiB/s (${runs} s); peak RSS ${(f.rssKiB / 1024).toFixed(0)} MiB${stored}`,
+        value: `best ${rate(f).toFixed(0)} MiB/s, median ${rate(f, true).toFixed(0)} MiB/s (${runs} s); CPU ${f.cpuS.toFixed(1)} s; peak RSS ${(f.rssKiB / 1024).toFixed(0)} MiB${stored}`,
         note: [f.note, diskBound].filter(Boolean).join('; ') || undefined,
       });
-      ctx.log(`    ${f.name}: best ${rate(f).toFixed(0)} MiB/s, median ${rate(f, true).toFixed(0)} MiB/s (${runs} s), RSS ${(f.rssKiB / 1024).toFixed(0)} MiB${stored}`);
+      ctx.log(`    ${f.name}: best ${rate(f).toFixed(0)} MiB/s, median ${rate(f, true).toFixed(0)} MiB/s (${runs} s), CPU ${f.cpuS.toFixed(1)} s, RSS ${(f.rssKiB / 1024).toFixed(0)} MiB${stored}`);
     }
     const ratio = (name: string, mine: Figure, theirs: Figure, target?: number) => {
       const r = rate(mine) / rate(theirs);
