@@ -301,7 +301,7 @@ describe('docker/', () => {
     assert.equal(pkg.bin.walship, 'bin/walship');
     assert.ok(statSync(join(root, 'bin/walship')).mode & 0o111, 'bin/walship is executable');
     assert.match(read('bin/launch.mjs'), /\.\.\/dist\/cli\.js/);
-    assert.match(read('scripts/build.ts'), /outdir: 'dist'/);
+    assert.match(read('scripts/build.ts'), /new URL\('\.\.\/dist', import\.meta\.url\)/);
     assert.equal(pkg.type, 'module', 'dist/cli.js loads as ESM through package.json, which the image keeps');
     assert.match(text, /COPY package\.json package-lock\.json/);
   });
