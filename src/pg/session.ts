@@ -59,6 +59,51 @@ const describe = (config: ClientConfig) =>
   `${String(config.host).startsWith('/') ? `socket ${config.host}/.s.PGSQL.${config.port}` : `${config.host}:${config.port}`} as ${config.user ?? 'the OS user'}, database ${config.database}`;
 
 /**
+ * Connect with the libpq conventions (PGHOST or the usual socket directories, PGPORT, PGUSER,
+ * PGDATABASE, PGPASSWORD, ~/.pgpass). Failures are PostgreSQL errors (exit 6) naming the server.
+ */
+export async function connectClient(
+  settings: ConnectionSettings,
+  options: { applicationName: string; timeoutMs: number; statementTimeoutMs?: number },
+): Promise<{ client: Client; where: string }> {
+  const { default: pg } = await import('pg');
+  const port = settings.port ?? 5432;
+  const config: ClientConfig = {
+    host: settings.host ?? defaultHost(port),
+    port,
+    user: settings.user ?? process.env.USER ?? undefined,
+    database: settings.database ?? 'postgres',
+    application_name: options.applicationName,
+    connectionTimeoutMillis: options.timeoutMs,
+  };
+  if (options.statementTimeoutMs !== undefined) config.statement_timeout = options.statementTimeoutMs;
+  if (settings.password !== undefined) config.password = settings.password;
+  else {
+    // ~/.pgpass (PGPASSFILE), looked up only when the server asks for a password.
+    const { pgpassLookup } = await import('./pgpass.ts');
+    const { log } = await import('../log.ts');
+    config.password = () => {
+      const found = pgpassLookup(
+        { host: String(config.host), port, database: String(config.database), user: String(config.user ?? '') },
+        { warn: (message) => log.warn(message) },
+      );
+      if (found === undefined) throw new Error('the server asks for a password and none was supplied (PGPASSWORD, or a line in ~/.pgpass or PGPASSFILE)');
+      return found;
+    };
+  }
+  const client = new pg.Client(config);
+  const where = describe(config);
+  // An error event on an idle client (server gone) must not crash the process; the next query fails instead.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    throw postgresError(`cannot connect to PostgreSQL (${where}): ${(err as Error).message}`, err);
+  }
+  return { client, where };
+}
+
+/**
  * One session with the local server, used by backup-push: the non-exclusive backup API requires
  * pg_backup_start and pg_backup_stop in the same session, and the backup is aborted by the
  * server if the session ends without pg_backup_stop (so a killed backup-push leaves nothing behind).
@@ -74,39 +119,7 @@ export class PgSession {
   }
 
   static async connect(settings: ConnectionSettings, applicationName: string): Promise<PgSession> {
-    const { default: pg } = await import('pg');
-    const port = settings.port ?? 5432;
-    const config: ClientConfig = {
-      host: settings.host ?? defaultHost(port),
-      port,
-      user: settings.user ?? process.env.USER ?? undefined,
-      database: settings.database ?? 'postgres',
-      application_name: applicationName,
-      connectionTimeoutMillis: 30_000,
-    };
-    if (settings.password !== undefined) config.password = settings.password;
-    else {
-      // ~/.pgpass (PGPASSFILE), looked up only when the server asks for a password.
-      const { pgpassLookup } = await import('./pgpass.ts');
-      const { log } = await import('../log.ts');
-      config.password = () => {
-        const found = pgpassLookup(
-          { host: String(config.host), port, database: String(config.database), user: String(config.user ?? '') },
-          { warn: (message) => log.warn(message) },
-        );
-        if (found === undefined) throw new Error('the server asks for a password and none was supplied (PGPASSWORD, or a line in ~/.pgpass or PGPASSFILE)');
-        return found;
-      };
-    }
-    const client = new pg.Client(config);
-    const where = describe(config);
-    // An error event on an idle client (server gone) must not crash the process; the next query fails instead.
-    client.on('error', () => {});
-    try {
-      await client.connect();
-    } catch (err) {
-      throw postgresError(`cannot connect to PostgreSQL (${where}): ${(err as Error).message}`, err);
-    }
+    const { client, where } = await connectClient(settings, { applicationName, timeoutMs: 30_000 });
     return new PgSession(client, where);
   }
 

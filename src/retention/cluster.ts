@@ -4,10 +4,9 @@
  * (PgSession in src/pg/session.ts serves backup-push's one backup session and exposes no other
  * query; this is the read-mostly probe, with the same libpq conventions.)
  */
-import { existsSync } from 'node:fs';
-import type { Client, ClientConfig } from 'pg';
+import type { Client } from 'pg';
 import { postgresError } from '../errors.ts';
-import type { ConnectionSettings } from '../pg/session.ts';
+import { connectClient, type ConnectionSettings } from '../pg/session.ts';
 
 export interface ClusterFacts {
   where: string;
@@ -33,10 +32,6 @@ export interface ClusterFacts {
   };
 }
 
-function defaultHost(port: number): string {
-  for (const dir of ['/var/run/postgresql', '/run/postgresql', '/tmp']) if (existsSync(`${dir}/.s.PGSQL.${port}`)) return dir;
-  return 'localhost';
-}
 
 export class ClusterProbe {
   readonly where: string;
@@ -48,26 +43,7 @@ export class ClusterProbe {
   }
 
   static async connect(settings: ConnectionSettings, timeoutMs = 10_000): Promise<ClusterProbe> {
-    const { default: pg } = await import('pg');
-    const port = settings.port ?? 5432;
-    const config: ClientConfig = {
-      host: settings.host ?? defaultHost(port),
-      port,
-      user: settings.user ?? process.env.USER ?? undefined,
-      database: settings.database ?? 'postgres',
-      application_name: 'walship check',
-      connectionTimeoutMillis: timeoutMs,
-      statement_timeout: timeoutMs,
-    };
-    if (settings.password !== undefined) config.password = settings.password;
-    const where = `${String(config.host).startsWith('/') ? `socket ${config.host}/.s.PGSQL.${port}` : `${config.host}:${port}`} as ${config.user ?? 'the OS user'}`;
-    const client = new pg.Client(config);
-    client.on('error', () => {});
-    try {
-      await client.connect();
-    } catch (err) {
-      throw postgresError(`cannot connect to PostgreSQL (${where}): ${(err as Error).message}`, err);
-    }
+    const { client, where } = await connectClient(settings, { applicationName: 'walship check', timeoutMs, statementTimeoutMs: timeoutMs });
     return new ClusterProbe(client, where);
   }
 
