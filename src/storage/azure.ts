@@ -10,6 +10,7 @@ import {
 } from '@azure/storage-blob';
 import type { StorageUrl } from '../config/storage-url.ts';
 import { usageError } from '../errors.ts';
+import { checkKnownOptions, endpointOption } from './url-options.ts';
 import { blocks, eachLimited, listPrefix, objectName, readHead, statusOf, type RetryPolicy } from './retry.ts';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage.ts';
 
@@ -48,32 +49,21 @@ function parseConnectionString(text: string): Record<string, string> {
 function credentials(url: StorageUrl, env: NodeJS.ProcessEnv): Credentials {
   const o = url.options;
   const where = `storage ${url.display}`;
-  for (const name of Object.keys(o)) {
-    if (!knownOptions.has(name)) throw usageError(`${where}: unknown option '${name}' for azure:// (known: ${[...knownOptions].join(', ')})`);
-  }
+  checkKnownOptions(url, knownOptions);
   let blockSize = 8 * MiB;
   if (o.blockSize !== undefined) {
     const mib = Number(o.blockSize);
     if (!Number.isInteger(mib) || mib < 1 || mib > 4000) throw usageError(`${where}: option blockSize: expected MiB between 1 and 4000, got '${o.blockSize}'`);
     blockSize = mib * MiB;
   }
-  if (o.endpoint !== undefined) {
-    let parsed: URL;
-    try {
-      parsed = new URL(o.endpoint);
-    } catch {
-      throw usageError(`${where}: option endpoint: not a URL: '${o.endpoint}'`);
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw usageError(`${where}: option endpoint: expected http:// or https://`);
-    if (parsed.search || parsed.username) throw usageError(`${where}: option endpoint: credentials and SAS tokens do not belong in the URL`);
-  }
+  const endpointOverride = endpointOption(url);
   const endpointFor = (account: string, suffix = 'core.windows.net', protocol = 'https') =>
-    (o.endpoint ?? `${protocol}://${account}.blob.${suffix}`).replace(/\/+$/, '');
+    endpointOverride ?? `${protocol}://${account}.blob.${suffix}`;
   const cs = env.AZURE_STORAGE_CONNECTION_STRING;
   if (cs) {
     const fields = parseConnectionString(cs);
     const account = fields.AccountName ?? o.account ?? env.AZURE_STORAGE_ACCOUNT ?? '';
-    let endpoint = o.endpoint?.replace(/\/+$/, '') ?? fields.BlobEndpoint?.replace(/\/+$/, '');
+    let endpoint = endpointOverride ?? fields.BlobEndpoint?.replace(/\/+$/, '');
     if (!endpoint && account) endpoint = endpointFor(account, fields.EndpointSuffix, fields.DefaultEndpointsProtocol);
     if (!endpoint) throw usageError(`${where}: AZURE_STORAGE_CONNECTION_STRING has neither AccountName nor BlobEndpoint`);
     const settings: AzureSettings = { endpoint, account, auth: 'connection-string', blockSize };
@@ -82,7 +72,7 @@ function credentials(url: StorageUrl, env: NodeJS.ProcessEnv): Credentials {
     throw usageError(`${where}: AZURE_STORAGE_CONNECTION_STRING has neither AccountName+AccountKey nor SharedAccessSignature`);
   }
   const account = o.account ?? env.AZURE_STORAGE_ACCOUNT;
-  if (!account && !o.endpoint) {
+  if (!account && !endpointOverride) {
     throw usageError(`${where}: no Azure account: set the URL option account=NAME or AZURE_STORAGE_ACCOUNT, or AZURE_STORAGE_CONNECTION_STRING`);
   }
   const endpoint = endpointFor(account ?? '');

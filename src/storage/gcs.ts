@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { IdempotencyStrategy, Storage as GcsClient, type Bucket, type File, type StorageOptions } from '@google-cloud/storage';
 import type { StorageUrl } from '../config/storage-url.ts';
 import { usageError } from '../errors.ts';
+import { checkKnownOptions, endpointOption } from './url-options.ts';
 import { describe, eachLimited, isTransient, listPrefix, objectName, readHead, statusOf, type RetryPolicy } from './retry.ts';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage.ts';
 
@@ -19,21 +20,8 @@ export interface GcsSettings {
 export function gcsSettings(url: StorageUrl): GcsSettings {
   const o = url.options;
   const where = `storage ${url.display}`;
-  for (const name of Object.keys(o)) {
-    if (!knownOptions.has(name)) throw usageError(`${where}: unknown option '${name}' for gs:// (known: ${[...knownOptions].join(', ')})`);
-  }
-  let endpoint: string | undefined;
-  if (o.endpoint !== undefined) {
-    let parsed: URL;
-    try {
-      parsed = new URL(o.endpoint);
-    } catch {
-      throw usageError(`${where}: option endpoint: not a URL: '${o.endpoint}'`);
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw usageError(`${where}: option endpoint: expected http:// or https://`);
-    if (parsed.username || parsed.password || parsed.search) throw usageError(`${where}: option endpoint: credentials do not belong in the URL`);
-    endpoint = parsed.toString().replace(/\/+$/, '');
-  }
+  checkKnownOptions(url, knownOptions);
+  const endpoint = endpointOption(url);
   let chunkSize = 8 * MiB;
   if (o.chunkSize !== undefined) {
     const mib = Number(o.chunkSize);

@@ -15,6 +15,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { StorageUrl } from '../config/storage-url.ts';
 import { storageError, usageError } from '../errors.ts';
+import { checkKnownOptions, endpointOption } from './url-options.ts';
 import { listPrefix, objectName, optionOff, optionOn, statusOf, type RetryPolicy } from './retry.ts';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage.ts';
 
@@ -39,21 +40,8 @@ export interface S3Settings {
 export function s3Settings(url: StorageUrl, env: NodeJS.ProcessEnv = process.env): S3Settings {
   const o = url.options;
   const where = `storage ${url.display}`;
-  for (const name of Object.keys(o)) {
-    if (!knownOptions.has(name)) throw usageError(`${where}: unknown option '${name}' for s3:// (known: ${[...knownOptions].join(', ')})`);
-  }
-  let endpoint: string | undefined;
-  if (o.endpoint !== undefined) {
-    let parsed: URL;
-    try {
-      parsed = new URL(o.endpoint);
-    } catch {
-      throw usageError(`${where}: option endpoint: not a URL: '${o.endpoint}'`);
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw usageError(`${where}: option endpoint: expected http:// or https://`);
-    if (parsed.username || parsed.password) throw usageError(`${where}: option endpoint: credentials do not belong in the URL`);
-    endpoint = parsed.toString().replace(/\/+$/, '');
-  }
+  checkKnownOptions(url, knownOptions);
+  const endpoint = endpointOption(url);
   const bool = (name: string, fallback: boolean): boolean => {
     const value = o[name];
     if (value === undefined) return fallback;
