@@ -40,19 +40,28 @@ export interface RepositoryInfo {
 }
 
 export async function readRepositoryInfo(storage: Storage): Promise<RepositoryInfo | undefined> {
-  let body: string;
-  try {
-    body = await text(await storage.get(keys.repositoryInfo));
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
-  try {
-    const info = JSON.parse(body) as RepositoryInfo;
-    if (typeof info.systemIdentifier !== 'string') throw new Error('no systemIdentifier');
-    return info;
-  } catch (err) {
-    throw integrityError(`${storage.location}/${keys.repositoryInfo}: unreadable (${(err as Error).message})`);
+  // An empty body is read again a few times: stores that write objects non-atomically (s3rver;
+  // some S3-compatible servers) show a walship.json being created by a concurrent first push
+  // as empty for a moment. Anything else unreadable is corruption at once.
+  for (let attempt = 1; ; attempt++) {
+    let body: string;
+    try {
+      body = await text(await storage.get(keys.repositoryInfo));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    if (body === '' && attempt < 5) {
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      continue;
+    }
+    try {
+      const info = JSON.parse(body) as RepositoryInfo;
+      if (typeof info.systemIdentifier !== 'string') throw new Error('no systemIdentifier');
+      return info;
+    } catch (err) {
+      throw integrityError(`${storage.location}/${keys.repositoryInfo}: unreadable (${(err as Error).message})`);
+    }
   }
 }
 
