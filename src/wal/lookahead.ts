@@ -15,7 +15,7 @@
  *   identical object; so stale markers are swept freely.
  * Only this module creates markers; nothing but empty files named like WAL files lives there.
  */
-import { mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { log } from '../log.ts';
 import { parseWalFileName } from '../pg/wal-names.ts';
@@ -58,7 +58,11 @@ export async function consumeMarker(walPath: string, tag: string): Promise<boole
 export async function writeMarker(walDir: string, name: string, tag: string): Promise<void> {
   const dir = markerDir(walDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFile(join(dir, name), `${tag}\n`, { mode: 0o600 });
+  // Written beside the marker directory and renamed in, so a kill never leaves a torn marker
+  // (one that names no destination would never be consumed).
+  const temp = join(dir, '..', `.marker.${name}.${process.pid}`);
+  await writeFile(temp, `${tag}\n`, { mode: 0o600 });
+  await rename(temp, join(dir, name));
 }
 
 /**
