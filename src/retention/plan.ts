@@ -23,7 +23,8 @@
  *   the leftovers of an interrupted delete, which carry its tombstone.
  */
 import { refusedError, usageError } from '../errors.ts';
-import { segmentFileName, segmentNumber, type WalFileKind } from '../pg/wal-names.ts';
+import { segmentFileName, segmentNumber } from '../pg/wal-names.ts';
+import type { ArchivedWalFile } from '../wal/inventory.ts';
 
 /** What retention needs to know of a complete backup (from its manifest or summary). */
 export interface BackupDescriptor {
@@ -53,14 +54,8 @@ export interface IncompleteBackup {
   deleting?: boolean | undefined;
 }
 
-export interface WalObject {
-  name: string;
-  key: string;
-  kind: WalFileKind;
-  timeline: number;
-  segmentId?: string | undefined;
-  size: number;
-}
+/** What the plan needs of an archived WAL file (the inventory's ArchivedWalFile, without its date). */
+export type WalObject = Pick<ArchivedWalFile, 'name' | 'key' | 'kind' | 'timeline' | 'segmentId' | 'size'>;
 
 /** A leftover temporary file of an interrupted write (file:// repositories). */
 export interface TempObject {
