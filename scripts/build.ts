@@ -12,7 +12,8 @@ const old = new URL('../dist.old', import.meta.url);
 rmSync(next, { recursive: true, force: true });
 await build({
   // wal: the fast entry for wal-push/wal-fetch as PostgreSQL runs them (src/cli/wal-entry.ts).
-  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts' },
+  // part-worker: backup-fetch's worker thread (src/backup/part-worker.ts), loaded by URL.
+  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts', 'part-worker': 'src/backup/part-worker.ts' },
   outdir: 'dist.next',
   bundle: true,
   splitting: true,
@@ -20,7 +21,7 @@ await build({
   platform: 'node',
   target: 'node22',
   chunkNames: 'chunks/[name]-[hash]',
-  external: ['zstd-napi', 'lz4-napi', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@google-cloud/*', '@azure/*', 'prom-client', 'cli-progress', 'tar-stream'],
+  external: ['zstd-napi', 'lz4-napi', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@google-cloud/*', '@azure/*', 'prom-client', 'cli-progress'],
   banner: { js: "import { createRequire as __walshipRequire } from 'node:module'; const require = __walshipRequire(import.meta.url);" },
   sourcemap: 'linked',
   legalComments: 'none',

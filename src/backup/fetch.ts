@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
-import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink, type FileHandle } from 'node:fs/promises';
-import { isAbsolute, join, resolve, sep } from 'node:path';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { Encryption } from '../codec/codec.ts';
+import { Worker } from 'node:worker_threads';
+import { decryptedObject, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError, WalshipError } from '../errors.ts';
 import { syncDirectory } from '../fsutil.ts';
 import { log } from '../log.ts';
@@ -11,7 +10,9 @@ import { controlFilePath, parseControlFile } from '../pg/control-file.ts';
 import { keys, readRepositoryInfo } from '../repository.ts';
 import { isNotFound, type Storage } from '../storage/storage.ts';
 import { resolveBackup } from './catalog.ts';
-import { readManifest, unsafePath, type BackupManifest, type ManifestEntry } from './manifest.ts';
+import { controlTemp, fromManifest, Layout, type TablespacePlan } from './layout.ts';
+import { readManifest, type BackupManifest } from './manifest.ts';
+import type { FromWorker, PartWorkerData, ToWorker, WorkerFailure } from './part-worker-protocol.ts';
 import { formatBytes, mibPerSecond, startProgress, type Progress } from './progress.ts';
 
 export interface BackupFetchOptions {
@@ -27,10 +28,6 @@ export interface BackupFetchOptions {
   /** Already read by the caller (restore). */
   manifest?: BackupManifest;
 }
-
-/** Files restore writes from the manifest, never from a tar entry. */
-const fromManifest = new Set(['backup_label', 'tablespace_map']);
-const controlTemp = `${controlFilePath}.walship-partial`;
 
 /**
  * Lay a base backup into an empty directory: every part downloaded, decoded and unpacked in
@@ -94,13 +91,6 @@ export async function fetchBackup(options: BackupFetchOptions): Promise<BackupMa
   return manifest;
 }
 
-interface TablespacePlan {
-  oid: string;
-  original: string;
-  location: string;
-  created: boolean;
-}
-
 function planTablespaces(manifest: BackupManifest, mapping: ReadonlyMap<string, string>): TablespacePlan[] {
   const known = new Set(manifest.tablespaces.map((t) => t.location));
   for (const [from, to] of mapping) {
@@ -143,75 +133,59 @@ async function removeContents(dir: string, removeDir: boolean): Promise<void> {
   }
 }
 
-/** Where a backup path goes: tablespace content to its (possibly remapped) location, the rest under the target. */
-class Layout {
-  readonly #target: string;
-  readonly #tablespaces: Map<string, string>;
-
-  constructor(target: string, tablespaces: TablespacePlan[]) {
-    this.#target = target;
-    this.#tablespaces = new Map(tablespaces.map((t) => [t.oid, t.location]));
-  }
-
-  destination(path: string): string {
-    const problem = unsafePath(path);
-    if (problem) throw integrityError(`refusing ${JSON.stringify(path)}: ${problem}`);
-    const m = /^pg_tblspc\/(\d+)\/(.+)$/.exec(path);
-    const location = m ? this.#tablespaces.get(m[1]!) : undefined;
-    const [root, rest] = location ? [location, m![2]!] : [this.#target, path];
-    const dest = resolve(root, rest);
-    if (!dest.startsWith(root + sep)) throw integrityError(`refusing ${JSON.stringify(path)}: it leaves the target directory`);
-    return path === controlFilePath ? join(this.#target, controlTemp) : dest;
-  }
-}
-
-interface TarEntryHeader {
-  name: string;
-  type: string | null;
-  size?: number | null;
-  linkname?: string | null;
-}
-
+/** Lays the parts into the target: each part streamed from storage (and decrypted) here, unpacked by a worker thread. */
 class Extractor {
   readonly seen = new Set<string>();
   readonly written: string[] = [];
   readonly #o: BackupFetchOptions;
   readonly #manifest: BackupManifest;
-  readonly #byPath: Map<string, ManifestEntry>;
   readonly #layout: Layout;
   readonly #progress: Progress;
   #failure: unknown;
-  readonly #streams = new Set<Readable | NodeJS.WritableStream>();
+  readonly #workers: PartWorker[] = [];
 
   constructor(options: BackupFetchOptions, manifest: BackupManifest, layout: Layout, progress: Progress) {
     this.#o = options;
     this.#manifest = manifest;
-    this.#byPath = new Map(manifest.files.map((f) => [f.path, f]));
     this.#layout = layout;
     this.#progress = progress;
   }
 
   async run(): Promise<void> {
     const queue = this.#manifest.parts.map((p) => p.number).sort((a, b) => a - b);
-    const worker = async () => {
+    const data: PartWorkerData = {
+      target: this.#layout.target,
+      tablespaces: this.#layout.tablespaces,
+      files: this.#manifest.files,
+      manifestName: this.#manifest.name,
+      backupLabel: this.#manifest.backupLabel,
+      tablespaceMap: this.#manifest.tablespaceMap ?? '',
+    };
+    const count = Math.max(1, Math.min(this.#o.downloadConcurrency, queue.length));
+    for (let i = 0; i < count; i++) this.#workers.push(new PartWorker(data, this.#progress));
+    const loop = async (worker: PartWorker) => {
       for (let part = queue.shift(); part !== undefined && this.#failure === undefined; part = queue.shift()) {
         try {
-          await this.#part(part);
+          const result = await this.#part(worker, part);
+          for (const path of result.seen) this.seen.add(path);
+          this.written.push(...result.written);
         } catch (err) {
           if (this.#failure === undefined) {
             this.#failure = err;
-            // With an error: a stream destroyed without one can leave its reader waiting forever.
-            const aborted = new Error('aborted: another part failed');
-            for (const stream of this.#streams) (stream as Readable).destroy?.(aborted);
+            for (const other of this.#workers) other.abort();
           }
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, this.#o.downloadConcurrency) }, worker));
+    try {
+      await Promise.all(this.#workers.map(loop));
+    } finally {
+      await Promise.all(this.#workers.map((w) => w.close()));
+    }
     if (this.#failure !== undefined) throw this.#failure;
   }
 
-  async #part(part: number): Promise<void> {
+  async #part(worker: PartWorker, part: number): Promise<{ seen: string[]; written: string[] }> {
     const { storage } = this.#o;
     const key = keys.backupPart(this.#manifest.name, part);
     const what = `${storage.location}/${key}`;
@@ -222,123 +196,118 @@ class Extractor {
       if (isNotFound(err)) throw integrityError(`backup ${this.#manifest.name} is damaged: part ${part} (${key}) is missing from ${storage.location}`);
       throw err;
     }
-    if (this.#failure !== undefined) {
-      object.destroy();
-      return;
-    }
-    const { decodeObject } = await import('../codec/codec.ts');
-    const { extract: makeExtract } = await import('tar-stream');
-    const decoded = decodeObject(object, this.#o.encryption, what);
-    const extract = makeExtract();
-    this.#streams.add(object);
-    this.#streams.add(decoded);
-    this.#streams.add(extract);
-    const piping = pipeline(decoded, extract);
-    piping.catch(() => {});
-    // Entries are pulled with next() only: leaving a for-await early would call the iterator's
-    // return(), which waits for the extractor to close while the pipeline may still be feeding it.
-    const entries = extract[Symbol.asyncIterator]();
     try {
-      for (;;) {
-        if (this.#failure !== undefined) throw this.#failure;
-        const next = await entries.next();
-        if (next.done) break;
-        await this.#entry(next.value.header as TarEntryHeader, next.value as unknown as AsyncIterable<Buffer>, part, what);
-      }
-      await piping;
-    } catch (err) {
-      const reason = err instanceof Error ? err : new Error(String(err));
-      extract.destroy(reason);
-      decoded.destroy(reason);
-      object.destroy();
-      if (err instanceof WalshipError) throw err;
-      // Local file system failures (disk full...) are not the part's fault.
-      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err;
-      if (this.#failure !== undefined) throw this.#failure;
-      // tar-stream's own complaints (bad header, truncated archive) mean a corrupt part.
-      throw integrityError(`${what}: not a valid backup part (${reason.message})`, err);
+      return await worker.extract(part, what, decryptedObject(object, this.#o.encryption, what));
     } finally {
-      this.#streams.delete(object);
-      this.#streams.delete(decoded);
-      this.#streams.delete(extract);
-    }
-  }
-
-  async #entry(header: TarEntryHeader, data: AsyncIterable<Buffer>, part: number, what: string): Promise<void> {
-    const name = header.type === 'directory' ? header.name.replace(/\/+$/, '') : header.name;
-    const refuse = (why: string) => integrityError(`${what}: refusing tar entry ${JSON.stringify(header.name)}: ${why}`);
-    const problem = unsafePath(name);
-    if (problem) throw refuse(problem);
-    const listed = this.#byPath.get(name);
-    if (!listed) throw refuse('not in the backup manifest');
-    const type = header.type === 'directory' ? 'dir' : header.type === 'symlink' ? 'symlink' : header.type === 'file' ? 'file' : undefined;
-    if (!type) throw refuse(`entry type ${header.type} is not allowed in a backup`);
-    if (type !== listed.type) throw refuse(`the manifest lists it as a ${listed.type}, the part holds a ${type}`);
-    if (type === 'symlink') {
-      // Links are created from the manifest (checked to stay inside the target) after all files.
-      if (header.linkname !== listed.target) throw refuse(`link target ${JSON.stringify(header.linkname)} differs from the manifest`);
-      await drain(data);
-      return;
-    }
-    if (type === 'dir') {
-      await drain(data);
-      return;
-    }
-    if (listed.part !== part) throw refuse(`the manifest places it in part ${listed.part}`);
-    if (this.seen.has(name)) throw refuse('it appears twice');
-    this.seen.add(name);
-    const expected = listed.size!;
-    if ((header.size ?? 0) < expected) throw integrityError(`${what}: ${name} holds ${header.size} bytes, the manifest says ${expected}`);
-    const hash = createHash('sha256');
-    if (fromManifest.has(name)) {
-      await each(data, (chunk) => void hash.update(chunk));
-      const text = name === 'backup_label' ? this.#manifest.backupLabel : this.#manifest.tablespaceMap;
-      if (hash.digest('hex') !== listed.sha256 || createHash('sha256').update(text).digest('hex') !== listed.sha256) {
-        throw integrityError(`${what}: ${name} does not match the manifest (SHA-256 mismatch)`);
-      }
-      return;
-    }
-    const dest = this.#layout.destination(name);
-    let handle: FileHandle;
-    try {
-      // O_EXCL: never write through something already there (including a link).
-      handle = await open(dest, 'wx', 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw integrityError(`${what}: refusing tar entry ${JSON.stringify(name)}: ${dest} already exists`);
-      throw err;
-    }
-    let remaining = expected;
-    try {
-      await each(data, async (chunk) => {
-        const used = remaining >= chunk.length ? chunk : chunk.subarray(0, remaining);
-        if (used.length > 0) {
-          hash.update(used);
-          await handle.write(used);
-          remaining -= used.length;
-          this.#progress.add(used.length);
-        }
-      });
-    } finally {
-      await handle.close();
-    }
-    this.written.push(dest);
-    if (hash.digest('hex') !== listed.sha256) {
-      throw integrityError(`backup ${this.#manifest.name}: ${name} (part ${part}) does not match its SHA-256 in the manifest; the backup is corrupt`);
+      object.destroy();
     }
   }
 }
 
-/** Feed every chunk to `use`, pulling with next() only (see Extractor.#part); a failure is left to the caller, who destroys the extractor. */
-async function each(data: AsyncIterable<Buffer>, use: (chunk: Buffer) => void | Promise<void>): Promise<void> {
-  const chunks = data[Symbol.asyncIterator]();
-  for (;;) {
-    const next = await chunks.next();
-    if (next.done) return;
-    await use(next.value);
+/** One worker thread (part-worker.ts) and the flow of one part at a time through it. */
+class PartWorker {
+  readonly #worker: Worker;
+  readonly #progress: Progress;
+  #unacked = 0;
+  #wake: (() => void) | undefined;
+  #settle: ((result: FromWorker | Error) => void) | undefined;
+  #exited: Promise<void>;
+
+  constructor(data: PartWorkerData, progress: Progress) {
+    this.#progress = progress;
+    this.#worker = new Worker(partWorkerUrl(), { workerData: data });
+    this.#worker.on('message', (message: FromWorker) => {
+      if (message.type === 'ack') {
+        this.#unacked -= message.bytes;
+        this.#progress.add(message.written);
+        this.#wakeUp();
+      } else this.#settle?.(message);
+    });
+    this.#worker.on('error', (err) => this.#settle?.(err));
+    this.#exited = new Promise((resolve) =>
+      this.#worker.once('exit', () => {
+        this.#settle?.(new Error('backup-fetch worker thread exited unexpectedly'));
+        resolve();
+      }),
+    );
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
+  async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[]; written: string[] }> {
+    let outcome: FromWorker | Error | undefined;
+    const settled = new Promise<FromWorker | Error>((resolve) => {
+      this.#settle = (result) => {
+        outcome ??= result;
+        this.#settle = undefined;
+        this.#wakeUp();
+        resolve(result);
+      };
+    });
+    this.#unacked = 0;
+    this.#worker.postMessage({ type: 'part', part, what } satisfies ToWorker);
+    let batch: Buffer[] = [];
+    let size = 0;
+    const flush = () => {
+      // A fresh buffer of its own, so it can be transferred (moved, not copied) to the worker.
+      const chunk = Buffer.concat(batch, size);
+      const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
+      this.#worker.postMessage({ type: 'data', chunk } satisfies ToWorker, own ? [chunk.buffer as ArrayBuffer] : []);
+      this.#unacked += size;
+      batch = [];
+      size = 0;
+    };
+    for await (const chunk of bytes) {
+      if (outcome) break;
+      batch.push(chunk);
+      size += chunk.length;
+      if (size >= batchSize) flush();
+      while (this.#unacked > maxUnacked && !outcome) await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    if (!outcome) {
+      if (size > 0) flush();
+      this.#worker.postMessage({ type: 'end' } satisfies ToWorker);
+    }
+    const result = await settled;
+    if (result instanceof Error) throw result;
+    if (result.type === 'failed') throw workerError(result.error);
+    if (result.type !== 'done') throw new Error(`unexpected message from a backup-fetch worker: ${result.type}`);
+    return result;
+  }
+
+  abort(): void {
+    this.#worker.postMessage({ type: 'abort' } satisfies ToWorker);
+  }
+
+  async close(): Promise<void> {
+    this.#worker.postMessage({ type: 'close' } satisfies ToWorker);
+    const timer = setTimeout(() => void this.#worker.terminate(), 10_000);
+    await this.#exited;
+    clearTimeout(timer);
   }
 }
 
-const drain = (data: AsyncIterable<Buffer>) => each(data, () => {});
+/** Stored bytes sent to a worker at a time, and at most this many not yet decoded. */
+const batchSize = 1024 * 1024;
+const maxUnacked = 4 * batchSize;
+
+/** The worker's module: beside this file when running from source; dist/part-worker.js in the build (this code sits in dist/ or dist/chunks/). */
+function partWorkerUrl(): URL {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) return new URL('./part-worker.ts', here);
+  return new URL(here.includes('/chunks/') ? '../part-worker.js' : './part-worker.js', here);
+}
+
+/** A worker's failure as the error it was on the other side. */
+function workerError(failure: WorkerFailure): Error {
+  if (failure.exitCode !== undefined) return new WalshipError(failure.exitCode, failure.message);
+  return Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall, path: failure.path });
+}
 
 /** A failure of the local disk (full, read-only, permissions) as one clear line; walship's own errors pass unchanged. */
 function localWriteError(err: unknown, target: string): unknown {

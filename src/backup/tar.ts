@@ -1,6 +1,6 @@
 /**
- * Minimal POSIX tar (ustar + pax extended headers) writer for base backup parts. Parts are read
- * back with tar-stream, and by plain `tar -x` when walship itself is not at hand.
+ * Minimal POSIX tar (ustar + pax extended headers) writer and reader for base backup parts. Parts
+ * also read with plain `tar -x` when walship itself is not at hand.
  */
 export const blockSize = 512;
 /** Two zero blocks end an archive. */
@@ -89,4 +89,167 @@ const asciiPrefix = (text: string) => text.replace(/[^\x20-\x7e]/g, '_').slice(0
 export function padding(size: number): Buffer {
   const rest = size % blockSize;
   return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(blockSize - rest);
+}
+
+/** One entry as the reader sees it: pax records already applied. */
+export interface TarEntry {
+  name: string;
+  /** 'file', 'directory', 'symlink', 'link', 'fifo', ..., or `type <flag>` for an unknown flag. */
+  type: string;
+  size: number;
+  linkname: string;
+}
+
+export interface TarVisitor {
+  entry(header: TarEntry): void;
+  /** Content of the current entry, in order; `chunk` is only valid during the call. */
+  data(chunk: Buffer): void;
+  entryEnd(): void;
+}
+
+const typeNames: Record<string, string> = {
+  '0': 'file',
+  '\0': 'file',
+  '1': 'link',
+  '2': 'symlink',
+  '3': 'character-device',
+  '4': 'block-device',
+  '5': 'directory',
+  '6': 'fifo',
+  '7': 'contiguous-file',
+  g: 'pax-global-header',
+  L: 'gnu-long-path',
+  K: 'gnu-long-link-path',
+};
+
+/**
+ * A push parser for the tar parts walship writes (ustar with pax `path`, `linkpath` and `size`
+ * records): synchronous, no copies of entry content, so extraction can run at memory speed in a
+ * worker thread. Anything malformed throws.
+ */
+export class TarReader {
+  readonly #visitor: TarVisitor;
+  /** Header (or pax record) bytes gathered across chunks. */
+  #pending: Buffer[] = [];
+  #pendingSize = 0;
+  #state: 'header' | 'data' | 'pax' | 'padding' | 'ended' = 'header';
+  /** Bytes left in the current data, pax body or padding. */
+  #left = 0;
+  #afterData = 0;
+  #pax: Record<string, string> = {};
+
+  constructor(visitor: TarVisitor) {
+    this.#visitor = visitor;
+  }
+
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length && this.#state !== 'ended') {
+      if (this.#state === 'data') {
+        const take = Math.min(this.#left, chunk.length - at);
+        this.#visitor.data(chunk.subarray(at, at + take));
+        at += take;
+        this.#left -= take;
+        if (this.#left === 0) this.#endData();
+      } else if (this.#state === 'padding') {
+        const take = Math.min(this.#left, chunk.length - at);
+        at += take;
+        this.#left -= take;
+        if (this.#left === 0) this.#state = 'header';
+      } else {
+        const need = this.#state === 'header' ? blockSize : this.#left;
+        const take = Math.min(need - this.#pendingSize, chunk.length - at);
+        // A copy: the caller may reuse `chunk` once this call returns.
+        this.#pending.push(Buffer.from(chunk.subarray(at, at + take)));
+        this.#pendingSize += take;
+        at += take;
+        if (this.#pendingSize < need) return;
+        const bytes = Buffer.concat(this.#pending, this.#pendingSize);
+        this.#pending = [];
+        this.#pendingSize = 0;
+        if (this.#state === 'header') this.#header(bytes);
+        else this.#paxBody(bytes);
+      }
+    }
+  }
+
+  /** The input is complete: throws unless the archive ended properly. */
+  end(): void {
+    if (this.#state !== 'ended') throw new Error('truncated tar archive (no end-of-archive marker)');
+  }
+
+  #header(block: Buffer): void {
+    if (block.every((b) => b === 0)) {
+      // One zero block ends the archive (GNU tar writes two and may pad further): what follows is ignored.
+      this.#state = 'ended';
+      return;
+    }
+    let sum = 0;
+    for (let i = 0; i < blockSize; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
+    if (octal(block, 148, 8) !== sum) throw new Error('invalid tar header (checksum mismatch)');
+    const flag = String.fromCharCode(block[156]!);
+    const size = octal(block, 124, 12);
+    if (flag === 'x') {
+      this.#state = 'pax';
+      this.#left = size;
+      this.#afterData = padded(size) - size;
+      if (size === 0) this.#paxBody(Buffer.alloc(0));
+      return;
+    }
+    const prefix = block.subarray(345, 500);
+    const isUstar = block.subarray(257, 262).toString('latin1') === 'ustar';
+    let name = text(block, 0, 100);
+    if (isUstar && prefix[0] !== 0) name = `${text(block, 345, 155)}/${name}`;
+    const pax = this.#pax;
+    this.#pax = {};
+    const entry: TarEntry = {
+      name: pax.path ?? name,
+      type: typeNames[flag] ?? `type ${JSON.stringify(flag)}`,
+      size: pax.size !== undefined ? Number(pax.size) : size,
+      linkname: pax.linkpath ?? text(block, 157, 100),
+    };
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw new Error(`invalid size for ${JSON.stringify(entry.name)}`);
+    this.#visitor.entry(entry);
+    this.#left = entry.size;
+    this.#afterData = padded(entry.size) - entry.size;
+    this.#state = 'data';
+    if (entry.size === 0) this.#endData();
+  }
+
+  #endData(): void {
+    this.#visitor.entryEnd();
+    this.#left = this.#afterData;
+    this.#state = this.#left > 0 ? 'padding' : 'header';
+  }
+
+  #paxBody(bytes: Buffer): void {
+    // Records: "<length> <key>=<value>\n", the length counting the whole record.
+    let at = 0;
+    while (at < bytes.length) {
+      const space = bytes.indexOf(0x20, at);
+      const length = Number(bytes.toString('latin1', at, space));
+      if (space < 0 || !Number.isSafeInteger(length) || length <= space - at || at + length > bytes.length) throw new Error('invalid pax header');
+      const record = bytes.toString('utf8', space + 1, at + length - 1);
+      const eq = record.indexOf('=');
+      if (eq < 0) throw new Error('invalid pax record');
+      this.#pax[record.slice(0, eq)] = record.slice(eq + 1);
+      at += length;
+    }
+    this.#left = this.#afterData;
+    this.#state = this.#left > 0 ? 'padding' : 'header';
+  }
+}
+
+const padded = (size: number) => Math.ceil(size / blockSize) * blockSize;
+
+function text(block: Buffer, offset: number, length: number): string {
+  const field = block.subarray(offset, offset + length);
+  const nul = field.indexOf(0);
+  return field.toString('utf8', 0, nul < 0 ? length : nul);
+}
+
+function octal(block: Buffer, offset: number, length: number): number {
+  const field = text(block, offset, length).trim();
+  if (!/^[0-7]*$/.test(field)) throw new Error('invalid tar header (bad number)');
+  return field === '' ? 0 : parseInt(field, 8);
 }

@@ -62,19 +62,10 @@ export function decodeObject(source: AsyncIterable<Buffer>, encryption: Encrypti
 }
 
 async function* decodeLayers(source: AsyncIterable<Buffer>, encryption: Encryption | undefined, what: string): AsyncGenerator<Buffer> {
-  let [head, rest] = await peek(source, ageMagic.length);
-  let kind = sniff(head);
+  const [head, rest] = await peek(decryptedObject(source, encryption, what), zstdMagic.length);
   let stream: AsyncIterable<Buffer> = prepend(head, rest);
-  if (kind === 'age') {
-    if (!encryption?.decrypt) {
-      throw integrityError(`${what}: object is encrypted; set WALSHIP_IDENTITY_FILE (or WALSHIP_PASSPHRASE_FILE) to read it`);
-    }
-    stream = guard(through(stream, encryption.decrypt()), what);
-    [head, rest] = await peek(stream, zstdMagic.length);
-    kind = sniff(head);
-    stream = prepend(head, rest);
-    if (kind === 'age') throw integrityError(`${what}: object is encrypted twice`);
-  }
+  const kind = sniff(head);
+  if (kind === 'age') throw integrityError(`${what}: object is encrypted twice`);
   if (kind === 'zstd') {
     const { DecompressStream } = await import('zstd-napi');
     stream = through(stream, new DecompressStream());
@@ -83,6 +74,20 @@ async function* decodeLayers(source: AsyncIterable<Buffer>, encryption: Encrypti
     stream = through(stream, new Lz4FrameDecoder());
   }
   yield* guard(stream, what);
+}
+
+/**
+ * A stored object's bytes with the encryption (if any) undone, still compressed: for readers
+ * that decompress elsewhere (a worker thread). Failures are integrity errors (exit 4).
+ */
+export async function* decryptedObject(source: AsyncIterable<Buffer>, encryption: Encryption | undefined, what: string): AsyncGenerator<Buffer> {
+  const [head, rest] = await peek(source, ageMagic.length);
+  const stream = prepend(head, rest);
+  if (sniff(head) !== 'age') return yield* stream;
+  if (!encryption?.decrypt) {
+    throw integrityError(`${what}: object is encrypted; set WALSHIP_IDENTITY_FILE (or WALSHIP_PASSPHRASE_FILE) to read it`);
+  }
+  yield* guard(through(stream, encryption.decrypt()), what);
 }
 
 /** Re-throw decoding failures as integrity errors naming the object; keep walship's own errors. */

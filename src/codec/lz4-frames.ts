@@ -38,8 +38,8 @@ export class Lz4FrameEncoder extends Transform {
   }
 }
 
-/** Splits the byte stream at LZ4 frame boundaries (by reading frame and block headers) and decodes each frame. */
-export class Lz4FrameDecoder extends Transform {
+/** Splits a byte stream at LZ4 frame boundaries, by reading frame and block headers only. */
+export class Lz4FrameSplitter {
   #chunks: Buffer[] = [];
   #size = 0;
   /** Offset within the current frame up to which headers have been parsed. */
@@ -48,31 +48,27 @@ export class Lz4FrameDecoder extends Transform {
   #blockChecksum = false;
   #contentChecksum = false;
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  push(chunk: Buffer): void {
     this.#chunks.push(chunk);
     this.#size += chunk.length;
-    this.#drain().then(() => done(), done);
   }
 
-  override _flush(done: TransformCallback): void {
-    if (this.#size > 0) return done(new Error('lz4 stream ends in the middle of a frame (truncated object)'));
-    done();
+  /** The next complete frame, or undefined until more bytes arrive. */
+  nextFrame(): Buffer | undefined {
+    const frameEnd = this.#scan();
+    if (frameEnd === undefined) return undefined;
+    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#size);
+    const rest = all.subarray(frameEnd);
+    this.#chunks = rest.length ? [rest] : [];
+    this.#size = rest.length;
+    this.#cursor = 0;
+    this.#state = 'header';
+    return all.subarray(0, frameEnd);
   }
 
-  async #drain(): Promise<void> {
-    for (;;) {
-      const frameEnd = this.#scan();
-      if (frameEnd === undefined) return;
-      const all = Buffer.concat(this.#chunks, this.#size);
-      const frame = all.subarray(0, frameEnd);
-      const rest = all.subarray(frameEnd);
-      this.#chunks = rest.length ? [rest] : [];
-      this.#size = rest.length;
-      this.#cursor = 0;
-      this.#state = 'header';
-      const out = await decompressFrame(frame);
-      if (out.length) this.push(out);
-    }
+  /** The input is complete: throws when it ends inside a frame. */
+  end(): void {
+    if (this.#size > 0) throw new Error('lz4 stream ends in the middle of a frame (truncated object)');
   }
 
   /** Advance over complete headers and blocks; the frame's end offset once it is all buffered. */
@@ -112,5 +108,31 @@ export class Lz4FrameDecoder extends Transform {
 
   #u32(offset: number): number {
     return (this.#byte(offset) | (this.#byte(offset + 1) << 8) | (this.#byte(offset + 2) << 16) | (this.#byte(offset + 3) << 24)) >>> 0;
+  }
+}
+
+/** Decodes a series of LZ4 frames, one frame at a time on lz4-napi's threads. */
+export class Lz4FrameDecoder extends Transform {
+  readonly #frames = new Lz4FrameSplitter();
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#frames.push(chunk);
+    this.#drain().then(() => done(), done);
+  }
+
+  override _flush(done: TransformCallback): void {
+    try {
+      this.#frames.end();
+    } catch (err) {
+      return done(err as Error);
+    }
+    done();
+  }
+
+  async #drain(): Promise<void> {
+    for (let frame = this.#frames.nextFrame(); frame; frame = this.#frames.nextFrame()) {
+      const out = await decompressFrame(frame);
+      if (out.length) this.push(out);
+    }
   }
 }

@@ -1,0 +1,385 @@
+/**
+ * Worker thread that lays one base backup part at a time into the target directory: the main
+ * thread streams in the part's (decrypted, still compressed) bytes; here they are decompressed,
+ * split into tar entries, checked against the manifest, hashed and written. Writes go to the
+ * thread pool while the next bytes decode, so one part keeps a core busy; several workers run
+ * parts side by side (DESIGN §6: native codecs off the main thread).
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { close, fdatasync, fsync, openSync, writev } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { payloadDecoder, type PayloadDecoder } from '../codec/decoder.ts';
+import { integrityError, WalshipError } from '../errors.ts';
+import { fromManifest, Layout } from './layout.ts';
+import { unsafePath, type ManifestEntry } from './manifest.ts';
+import { TarReader, type TarEntry, type TarVisitor } from './tar.ts';
+import type { FromWorker, PartWorkerData, ToWorker, WorkerFailure } from './part-worker-protocol.ts';
+
+const setup = workerData as PartWorkerData;
+const port = parentPort!;
+const layout = new Layout(setup.target, setup.tablespaces);
+const byPath = new Map(setup.files.map((f) => [f.path, f]));
+const send = (message: FromWorker) => port.postMessage(message);
+
+/** Scratch buffers zstd decodes into; one is reused only once its writes are done. */
+const scratchSize = 1024 * 1024;
+const scratchCount = 8;
+/** Decoded bytes in flight to the disk at most (lz4 frames and plain parts write from their own buffers). */
+const maxInFlight = 16 * 1024 * 1024;
+/** Files this large are flushed every so many bytes as they are written. */
+const syncEvery = 32 * 1024 * 1024;
+
+/**
+ * Writes on the thread pool, each buffer tracked until the kernel has it. One write per file at a
+ * time (whatever queued meanwhile goes in one writev): parallel writes to one file only contend
+ * for its inode lock.
+ */
+class Writes {
+  #inFlight = 0;
+  #failure: unknown;
+  #wake: (() => void) | undefined;
+  readonly #queues = new Map<number, { bytes: Buffer; position: number; done: () => void }[]>();
+
+  /** Write all of `bytes` at `position`; `done` runs once they are written (or failed). */
+  submit(fd: number, bytes: Buffer, position: number, done: () => void): void {
+    this.#inFlight += bytes.length;
+    const queue = this.#queues.get(fd);
+    if (queue) return void queue.push({ bytes, position, done });
+    this.#queues.set(fd, [{ bytes, position, done }]);
+    this.#start(fd);
+  }
+
+  #start(fd: number): void {
+    const batch = this.#queues.get(fd)!.splice(0);
+    let buffers = batch.map((w) => w.bytes);
+    let position = batch[0]!.position;
+    const finish = (err: unknown) => {
+      for (const w of batch) {
+        this.#inFlight -= w.bytes.length;
+        w.done();
+      }
+      if (err && this.#failure === undefined) this.#failure = err;
+      if (this.#queues.get(fd)!.length > 0 && !err) this.#start(fd);
+      else this.#queues.delete(fd);
+      this.#wake?.();
+    };
+    const step = () =>
+      writev(fd, buffers, position, (err, written) => {
+        if (err) return finish(err);
+        position += written;
+        // A short write: go on with what is left.
+        while (buffers.length > 0 && written >= buffers[0]!.length) written -= buffers.shift()!.length;
+        if (buffers.length === 0) return finish(undefined);
+        buffers[0] = buffers[0]!.subarray(written);
+        step();
+      });
+    step();
+  }
+
+  fail(err: unknown): void {
+    if (this.#failure === undefined) this.#failure = err;
+    this.#wake?.();
+  }
+
+  /** Wait until at most `bytes` are in flight; throws the first write failure. */
+  async below(bytes: number): Promise<void> {
+    while (this.#inFlight > bytes && this.#failure === undefined) await new Promise<void>((resolve) => (this.#wake = resolve));
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+}
+
+interface OpenFile {
+  path: string;
+  dest: string | undefined;
+  listed: ManifestEntry;
+  fd: number | undefined;
+  hash: Hash;
+  position: number;
+  remaining: number;
+  pending: number;
+  ended: boolean;
+  /** Bytes written since the last fdatasync was started. */
+  unsynced: number;
+  syncing: boolean;
+}
+
+/** Checks each tar entry against the manifest and writes the files of one part. */
+class PartWriter implements TarVisitor {
+  readonly seen: string[] = [];
+  /** Destinations written, and those of them already fsynced. */
+  readonly written: string[] = [];
+  readonly durable = new Set<string>();
+  readonly #part: number;
+  readonly #what: string;
+  readonly #writes: Writes;
+  /** Called with each buffer about to hold writes; returns the callback for when one is done. */
+  holdBuffer: () => () => void = () => () => {};
+  #file: OpenFile | undefined;
+  #openFiles = 0;
+  #allClosed: (() => void) | undefined;
+  #writtenBytes = 0;
+
+  constructor(part: number, what: string, writes: Writes) {
+    this.#part = part;
+    this.#what = what;
+    this.#writes = writes;
+  }
+
+  takeWrittenBytes(): number {
+    const bytes = this.#writtenBytes;
+    this.#writtenBytes = 0;
+    return bytes;
+  }
+
+  entry(header: TarEntry): void {
+    const name = header.type === 'directory' ? header.name.replace(/\/+$/, '') : header.name;
+    const refuse = (why: string) => integrityError(`${this.#what}: refusing tar entry ${JSON.stringify(header.name)}: ${why}`);
+    const problem = unsafePath(name);
+    if (problem) throw refuse(problem);
+    const listed = byPath.get(name);
+    if (!listed) throw refuse('not in the backup manifest');
+    const type = header.type === 'directory' ? 'dir' : header.type === 'symlink' ? 'symlink' : header.type === 'file' ? 'file' : undefined;
+    if (!type) throw refuse(`entry type ${header.type} is not allowed in a backup`);
+    if (type !== listed.type) throw refuse(`the manifest lists it as a ${listed.type}, the part holds a ${type}`);
+    this.#file = undefined;
+    // Links are created from the manifest (checked to stay inside the target) after all files; directories already exist.
+    if (type === 'symlink' && header.linkname !== listed.target) throw refuse(`link target ${JSON.stringify(header.linkname)} differs from the manifest`);
+    if (type !== 'file') return;
+    if (listed.part !== this.#part) throw refuse(`the manifest places it in part ${listed.part}`);
+    if (seenAnywhere.has(name)) throw refuse('it appears twice');
+    seenAnywhere.add(name);
+    this.seen.push(name);
+    if (header.size < listed.size!) throw integrityError(`${this.#what}: ${name} holds ${header.size} bytes, the manifest says ${listed.size}`);
+    let fd: number | undefined;
+    let dest: string | undefined;
+    if (!fromManifest.has(name)) {
+      dest = layout.destination(name);
+      try {
+        // O_EXCL: never write through something already there (including a link).
+        fd = openSync(dest, 'wx', 0o600);
+        this.#openFiles++;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw refuse(`${dest} already exists`);
+        throw err;
+      }
+      this.written.push(dest);
+    }
+    this.#file = { path: name, dest, listed, fd, hash: createHash('sha256'), position: 0, remaining: listed.size!, pending: 0, ended: false, unsynced: 0, syncing: false };
+  }
+
+  data(chunk: Buffer): void {
+    const file = this.#file;
+    if (!file || file.remaining === 0) return;
+    const used = file.remaining >= chunk.length ? chunk : chunk.subarray(0, file.remaining);
+    file.hash.update(used);
+    file.remaining -= used.length;
+    if (file.fd === undefined) return;
+    file.pending++;
+    const release = this.holdBuffer();
+    this.#writes.submit(file.fd, used, file.position, () => {
+      release();
+      file.pending--;
+      this.#writtenBytes += used.length;
+      file.unsynced += used.length;
+      this.#syncEarly(file);
+      this.#closeWhenDone(file);
+    });
+    file.position += used.length;
+  }
+
+  entryEnd(): void {
+    const file = this.#file;
+    this.#file = undefined;
+    if (!file) return;
+    file.ended = true;
+    this.#closeWhenDone(file);
+    const digest = file.hash.digest('hex');
+    if (fromManifest.has(file.path)) {
+      const text = file.path === 'backup_label' ? setup.backupLabel : setup.tablespaceMap;
+      if (digest !== file.listed.sha256 || createHash('sha256').update(text).digest('hex') !== file.listed.sha256) {
+        throw integrityError(`${this.#what}: ${file.path} does not match the manifest (SHA-256 mismatch)`);
+      }
+    } else if (digest !== file.listed.sha256) {
+      throw integrityError(`backup ${setup.manifestName}: ${file.path} (part ${this.#part}) does not match its SHA-256 in the manifest; the backup is corrupt`);
+    }
+  }
+
+  /**
+   * Large files are flushed as they are written, on the thread pool: the disk works while the rest
+   * decodes, instead of all of it waiting for the final fsync. Such a file is fsynced before it is
+   * closed and left out of the list the main thread syncs.
+   */
+  #syncEarly(file: OpenFile): void {
+    if (file.unsynced < syncEvery || file.syncing || file.fd === undefined) return;
+    file.syncing = true;
+    file.unsynced = 0;
+    file.pending++;
+    fdatasync(file.fd, (err) => {
+      file.syncing = false;
+      file.pending--;
+      if (err) this.#writes.fail(err);
+      this.#closeWhenDone(file);
+    });
+  }
+
+  #closeWhenDone(file: OpenFile): void {
+    if (!file.ended || file.pending > 0 || file.fd === undefined) return;
+    const fd = file.fd;
+    file.fd = undefined;
+    const closeIt = () =>
+      close(fd, () => {
+        if (--this.#openFiles === 0) this.#allClosed?.();
+      });
+    if (file.listed.size! < syncEvery) return closeIt();
+    fsync(fd, (err) => {
+      if (err) this.#writes.fail(err);
+      else this.durable.add(file.dest!);
+      closeIt();
+    });
+  }
+
+  /** Close the file still open after a failure, and wait until every file is closed. */
+  async settle(): Promise<void> {
+    if (this.#file) {
+      this.#file.ended = true;
+      this.#closeWhenDone(this.#file);
+    }
+    while (this.#openFiles > 0) await new Promise<void>((resolve) => (this.#allClosed = resolve));
+  }
+}
+
+/** Every file name seen by this worker (parts never share a file; a repeat within the backup is refused). */
+const seenAnywhere = new Set<string>();
+
+/** Incoming messages for the part at hand, as an async queue. */
+class Inbox {
+  #queue: ToWorker[] = [];
+  #waiting: ((m: ToWorker) => void) | undefined;
+
+  put(message: ToWorker): void {
+    if (this.#waiting) {
+      const resolve = this.#waiting;
+      this.#waiting = undefined;
+      resolve(message);
+    } else this.#queue.push(message);
+  }
+
+  next(): Promise<ToWorker> {
+    const queued = this.#queue.shift();
+    return queued ? Promise.resolve(queued) : new Promise((resolve) => (this.#waiting = resolve));
+  }
+}
+
+const inbox = new Inbox();
+port.on('message', (message: ToWorker) => inbox.put(message));
+
+async function extractPart(part: number, what: string): Promise<{ seen: string[]; written: string[] }> {
+  const writes = new Writes();
+  const writer = new PartWriter(part, what, writes);
+  const tar = new TarReader(writer);
+  const scratch = Array.from({ length: scratchCount }, () => ({ buffer: Buffer.allocUnsafeSlow(scratchSize), holds: 0, free: undefined as (() => void) | undefined }));
+  let slot = 0;
+  let decoder: PayloadDecoder | undefined;
+  let head: Buffer = Buffer.alloc(0);
+  const asCorrupt = (err: unknown, why: string) => (err instanceof WalshipError || (err as NodeJS.ErrnoException).syscall !== undefined ? err : integrityError(`${what}: ${why} (${(err as Error).message})`, err));
+
+  const drain = async () => {
+    for (;;) {
+      const s = scratch[slot]!;
+      while (s.holds > 0) await new Promise<void>((resolve) => (s.free = resolve));
+      let out: Buffer | undefined;
+      try {
+        out = decoder!.next(s.buffer);
+      } catch (err) {
+        throw asCorrupt(err, 'corrupt object');
+      }
+      if (!out) return;
+      const inScratch = out.buffer === s.buffer.buffer;
+      writer.holdBuffer = inScratch
+        ? () => {
+            s.holds++;
+            return () => {
+              if (--s.holds === 0) s.free?.();
+            };
+          }
+        : () => () => {};
+      try {
+        tar.push(out);
+      } catch (err) {
+        throw asCorrupt(err, 'not a valid backup part');
+      }
+      if (inScratch) slot = (slot + 1) % scratchCount;
+      await writes.below(maxInFlight);
+    }
+  };
+
+  try {
+    for (;;) {
+      const message = await inbox.next();
+      if (message.type === 'abort') throw new Error('aborted: another part failed');
+      if (message.type === 'end') break;
+      if (message.type !== 'data') continue;
+      let input = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
+      if (!decoder) {
+        // The compression is told by the first bytes (4 are enough for every magic).
+        head = head.length ? Buffer.concat([head, input]) : input;
+        if (head.length < 4) {
+          send({ type: 'ack', bytes: message.chunk.byteLength, written: 0 });
+          continue;
+        }
+        try {
+          decoder = payloadDecoder(head);
+        } catch (err) {
+          throw asCorrupt(err, 'corrupt object');
+        }
+        input = head;
+      }
+      decoder.push(input);
+      await drain();
+      send({ type: 'ack', bytes: message.chunk.byteLength, written: writer.takeWrittenBytes() });
+    }
+    if (!decoder) {
+      decoder = payloadDecoder(head);
+      decoder.push(head);
+      await drain();
+    }
+    try {
+      decoder.end();
+    } catch (err) {
+      throw asCorrupt(err, 'corrupt object');
+    }
+    try {
+      tar.end();
+    } catch (err) {
+      throw asCorrupt(err, 'not a valid backup part');
+    }
+    await writes.below(0);
+    await writer.settle();
+    await writes.below(0);
+    return { seen: writer.seen, written: writer.written.filter((dest) => !writer.durable.has(dest)) };
+  } finally {
+    await writes.below(0).catch(() => {});
+    await writer.settle();
+    send({ type: 'ack', bytes: 0, written: writer.takeWrittenBytes() });
+  }
+}
+
+function describeFailure(err: unknown): WorkerFailure {
+  if (err instanceof WalshipError) return { message: err.message, exitCode: err.exitCode };
+  const e = err as NodeJS.ErrnoException;
+  return { message: e?.message ?? String(err), code: e?.code, syscall: e?.syscall, path: e?.path };
+}
+
+for (;;) {
+  const message = await inbox.next();
+  if (message.type === 'close') break;
+  if (message.type !== 'part') continue;
+  try {
+    const result = await extractPart(message.part, message.what);
+    send({ type: 'done', part: message.part, ...result });
+  } catch (err) {
+    // Drop the rest of this part's messages up to its end (or an abort).
+    send({ type: 'failed', part: message.part, error: describeFailure(err) });
+  }
+}
+port.close();

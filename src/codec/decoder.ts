@@ -1,0 +1,105 @@
+/**
+ * Synchronous, push-style decompression of an (already decrypted) object, for code that runs in
+ * a worker thread at memory speed: zstd decodes straight into the caller's buffers (no allocation
+ * per chunk); lz4 decodes whole frames. The Transform streams in codec.ts remain the general path.
+ */
+import { createRequire } from 'node:module';
+import { sniff } from './codec.ts';
+import { Lz4FrameSplitter } from './lz4-frames.ts';
+
+const requireNative = createRequire(import.meta.url);
+
+export interface PayloadDecoder {
+  /** The next input bytes; give them only after next() returned undefined. */
+  push(input: Buffer): void;
+  /**
+   * The next decoded bytes, either in `scratch` (a subarray of it) or in a buffer of the
+   * decoder's own; undefined when it needs more input.
+   */
+  next(scratch: Buffer): Buffer | undefined;
+  /** The input is complete: throws when it ended inside a frame. */
+  end(): void;
+}
+
+/** A decoder for the compression these first bytes announce (at least 4 bytes, unless the object is shorter). */
+export function payloadDecoder(head: Buffer): PayloadDecoder {
+  const kind = sniff(head);
+  if (kind === 'age') throw new Error('object is encrypted twice');
+  if (kind === 'zstd') return new ZstdDecoder();
+  if (kind === 'lz4') return new Lz4Decoder();
+  return new PlainDecoder();
+}
+
+interface ZstdDCtx {
+  decompressStream(dst: Uint8Array, src: Uint8Array): [ret: number, produced: number, consumed: number];
+}
+
+class ZstdDecoder implements PayloadDecoder {
+  readonly #dctx: ZstdDCtx;
+  #input: Buffer = Buffer.alloc(0);
+  /** zstd holds more output than the last call had room for. */
+  #pendingOutput = false;
+  #inFrame = false;
+
+  constructor() {
+    const binding = requireNative('zstd-napi/binding') as { DCtx: new () => ZstdDCtx };
+    this.#dctx = new binding.DCtx();
+  }
+
+  push(input: Buffer): void {
+    this.#input = input;
+  }
+
+  next(scratch: Buffer): Buffer | undefined {
+    while (this.#input.length > 0 || this.#pendingOutput) {
+      const [ret, produced, consumed] = this.#dctx.decompressStream(scratch, this.#input);
+      this.#input = this.#input.subarray(consumed);
+      this.#inFrame = ret !== 0;
+      this.#pendingOutput = produced === scratch.length;
+      if (produced > 0) return scratch.subarray(0, produced);
+      if (consumed === 0 && this.#input.length > 0) throw new Error('zstd made no progress');
+    }
+    return undefined;
+  }
+
+  end(): void {
+    if (this.#inFrame) throw new Error('zstd stream ends in the middle of a frame (truncated object)');
+  }
+}
+
+class Lz4Decoder implements PayloadDecoder {
+  readonly #frames = new Lz4FrameSplitter();
+  readonly #decompress = (requireNative('lz4-napi') as typeof import('lz4-napi')).decompressFrameSync;
+
+  push(input: Buffer): void {
+    this.#frames.push(input);
+  }
+
+  next(): Buffer | undefined {
+    for (let frame = this.#frames.nextFrame(); frame; frame = this.#frames.nextFrame()) {
+      const out = this.#decompress(frame);
+      if (out.length > 0) return out;
+    }
+    return undefined;
+  }
+
+  end(): void {
+    this.#frames.end();
+  }
+}
+
+class PlainDecoder implements PayloadDecoder {
+  #input: Buffer | undefined;
+
+  push(input: Buffer): void {
+    this.#input = input;
+  }
+
+  next(): Buffer | undefined {
+    const out = this.#input;
+    this.#input = undefined;
+    return out?.length ? out : undefined;
+  }
+
+  end(): void {}
+}
