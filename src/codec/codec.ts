@@ -9,6 +9,11 @@ export type Compression = 'zstd' | 'lz4' | 'none';
  */
 export interface Encryption {
   encrypt?: () => Transform;
+  /**
+   * The same as `encrypt`, for payloads already in memory (one WAL segment): resolves, once the
+   * header is made, to a function that encrypts into `into` if it is large enough.
+   */
+  wholeEncryptor?: () => Promise<(payload: Buffer, into?: Buffer) => Buffer>;
   decrypt?: () => Transform;
 }
 

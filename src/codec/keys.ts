@@ -87,10 +87,12 @@ export async function encryptionFromConfig(config: Config): Promise<Encryption |
   if (recipients.length > 0) {
     const writeTo = recipients;
     encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
+    encryption.wholeEncryptor = () => age.wholeEncryptor(writeTo);
     records.set(encryption, { recipients: recipients.map(age.recipientFingerprint).sort() });
   } else if (passphrase !== undefined) {
     const writeTo = [age.scryptRecipient(passphrase, config.passphraseWorkFactor)];
     encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
+    encryption.wholeEncryptor = () => age.wholeEncryptor(writeTo);
     records.set(encryption, { recipients: [], passphrase: true });
   }
   if (identities.length > 0) {

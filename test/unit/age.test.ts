@@ -12,6 +12,7 @@ import {
   createEncryptStream,
   decryptBuffer,
   encryptBuffer,
+  encryptWhole,
   generateIdentity,
   identityFingerprint,
   isAgeEncrypted,
@@ -164,6 +165,21 @@ describe('age round trip', () => {
         },
       ),
       { numRuns: 60 },
+    );
+  });
+
+  it('the whole-buffer encryptor (wal-push) and the stream make the same layout, and both decrypt', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(fc.integer({ min: 0, max: 3 * CHUNK_SIZE + 5 }), fc.constantFrom(0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE)), async (size) => {
+        const plain = random(size);
+        const whole = await encryptWhole(plain, [recA]);
+        const streamed = await run(createEncryptStream([recA]), [plain]);
+        assert.equal(streamed.err, null);
+        assert.equal(whole.length, streamed.out.length);
+        assert.equal(layout(whole).headerEnd, layout(streamed.out).headerEnd);
+        assert.ok((await run(createDecryptStream([idA]), [whole])).out.equals(plain));
+      }),
+      { numRuns: 40 },
     );
   });
 

@@ -6,7 +6,7 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Transform } from 'node:stream';
-import { createDecryptStream, createEncryptStream } from './stream.ts';
+import { createDecryptStream, encryptWhole } from './stream.ts';
 import type { AgeIdentity, AgeRecipient } from './keys.ts';
 
 export type { AgeIdentity, AgeRecipient } from './keys.ts';
@@ -24,7 +24,7 @@ export {
   SCRYPT_MAX_WORK_FACTOR,
   SCRYPT_MIN_WORK_FACTOR,
 } from './keys.ts';
-export { CHUNK_SIZE, createDecryptStream, createEncryptStream, isAgeEncrypted } from './stream.ts';
+export { CHUNK_SIZE, createDecryptStream, createEncryptStream, encryptWhole, isAgeEncrypted, wholeEncryptor } from './stream.ts';
 
 async function runThrough(transform: Transform, data: Uint8Array): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -41,9 +41,9 @@ async function runThrough(transform: Transform, data: Uint8Array): Promise<Buffe
   return Buffer.concat(out);
 }
 
-/** Encrypts a whole buffer (for tests and small objects). */
+/** Encrypts a whole buffer. */
 export function encryptBuffer(data: Uint8Array, recipients: readonly AgeRecipient[]): Promise<Buffer> {
-  return runThrough(createEncryptStream(recipients), data);
+  return encryptWhole(Buffer.from(data.buffer, data.byteOffset, data.byteLength), recipients);
 }
 
 /** Decrypts a whole buffer (for tests and small objects). */

@@ -117,6 +117,21 @@ function checkRecipients(recipients: readonly AgeRecipient[]): void {
   }
 }
 
+/** A fresh file key wrapped for every recipient: the header, the payload nonce and the payload key. */
+async function startPayload(recipients: readonly AgeRecipient[]): Promise<{ header: Buffer; nonce: Buffer; key: crypto.KeyObject }> {
+  const fileKey = crypto.randomBytes(FILE_KEY_SIZE);
+  try {
+    const header = await buildHeader(recipients, fileKey);
+    const nonce = crypto.randomBytes(NONCE_SIZE);
+    return { header, nonce, key: payloadKey(fileKey, nonce) };
+  } finally {
+    fileKey.fill(0);
+  }
+}
+
+const chunkCipher = (key: crypto.KeyObject, nonce: Buffer, counter: number, last: boolean) =>
+  crypto.createCipheriv(ALGO, key, chunkNonce(nonce, counter, last), { authTagLength: TAG_SIZE });
+
 class EncryptStream extends Transform {
   readonly #recipients: readonly AgeRecipient[];
   readonly #chunks = new Rechunker(CHUNK_SIZE);
@@ -124,9 +139,7 @@ class EncryptStream extends Transform {
   #key: crypto.KeyObject | null = null;
   #counter = 0;
   readonly #emitChunk = (pieces: Buffer[], _length: number, last: boolean): void => {
-    const cipher = crypto.createCipheriv(ALGO, this.#key as crypto.KeyObject, chunkNonce(this.#nonce, this.#counter++, last), {
-      authTagLength: TAG_SIZE,
-    });
+    const cipher = chunkCipher(this.#key as crypto.KeyObject, this.#nonce, this.#counter++, last);
     for (const p of pieces) this.push(cipher.update(p));
     cipher.final();
     this.push(cipher.getAuthTag());
@@ -139,16 +152,10 @@ class EncryptStream extends Transform {
   }
 
   async #start(): Promise<void> {
-    const fileKey = crypto.randomBytes(FILE_KEY_SIZE);
-    try {
-      const header = await buildHeader(this.#recipients, fileKey);
-      const nonce = crypto.randomBytes(NONCE_SIZE);
-      this.#key = payloadKey(fileKey, nonce);
-      this.push(header);
-      this.push(nonce);
-    } finally {
-      fileKey.fill(0);
-    }
+    const { header, nonce, key } = await startPayload(this.#recipients);
+    this.#key = key;
+    this.push(header);
+    this.push(nonce);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -178,6 +185,38 @@ class EncryptStream extends Transform {
     }
     cb();
   }
+}
+
+/**
+ * The same age objects EncryptStream makes, for payloads already in memory (one WAL segment per
+ * process, where the stream machinery costs more than the cipher). The header (a key exchange per
+ * recipient) is made up front, so a caller can start it before the payload is ready; the returned
+ * function then encrypts into `into` when it is large enough (memory already mapped) or a new buffer.
+ */
+export async function wholeEncryptor(recipients: readonly AgeRecipient[]): Promise<(data: Buffer, into?: Buffer) => Buffer> {
+  checkRecipients(recipients);
+  const { header, nonce, key } = await startPayload(recipients);
+  return (data, into) => {
+    // Every chunk is full but the last, which may be full too, and is empty only for an empty payload.
+    const chunks = Math.max(1, Math.ceil(data.length / CHUNK_SIZE));
+    const size = header.length + NONCE_SIZE + data.length + chunks * TAG_SIZE;
+    const out = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
+    let at = header.copy(out, 0);
+    at += nonce.copy(out, at);
+    const chunkNonceBytes = Buffer.alloc(12);
+    for (let i = 0; i < chunks; i++) {
+      const cipher = chunkCipher(key, chunkNonceBytes, i, i === chunks - 1);
+      at += cipher.update(data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)).copy(out, at);
+      cipher.final();
+      at += cipher.getAuthTag().copy(out, at);
+    }
+    return out;
+  };
+}
+
+/** One payload in memory as an age object (see wholeEncryptor). */
+export async function encryptWhole(data: Buffer, recipients: readonly AgeRecipient[]): Promise<Buffer> {
+  return (await wholeEncryptor(recipients))(data);
 }
 
 // ---------------------------------------------------------------- decrypt
