@@ -12,8 +12,8 @@ const old = new URL('../dist.old', import.meta.url);
 rmSync(next, { recursive: true, force: true });
 await build({
   // wal: the fast entry for wal-push/wal-fetch as PostgreSQL runs them (src/cli/wal-entry.ts).
-  // part-worker: backup-fetch's worker thread (src/backup/part-worker.ts), loaded by URL.
-  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts', 'part-worker': 'src/backup/part-worker.ts' },
+  // fetch-worker: backup-fetch's worker thread (src/backup/workers.ts), loaded by URL.
+  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts', 'fetch-worker': 'src/backup/fetch-worker.ts' },
   outdir: 'dist.next',
   bundle: true,
   splitting: true,

@@ -12,7 +12,7 @@ import { isNotFound, type Storage } from '../storage/storage.ts';
 import { resolveBackup } from './catalog.ts';
 import { controlTemp, fromManifest, Layout, type TablespacePlan } from './layout.ts';
 import { readManifest, type BackupManifest } from './manifest.ts';
-import type { FromWorker, PartWorkerData, ToWorker, WorkerFailure } from './part-worker-protocol.ts';
+import { workerError, workerUrl, type FetchWorkerData, type FromFetchWorker, type ToFetchWorker } from './workers.ts';
 import { formatBytes, mibPerSecond, startProgress, type Progress } from './progress.ts';
 
 export interface BackupFetchOptions {
@@ -142,7 +142,7 @@ class Extractor {
   readonly #layout: Layout;
   readonly #progress: Progress;
   #failure: unknown;
-  readonly #workers: PartWorker[] = [];
+  readonly #workers: FetchWorker[] = [];
 
   constructor(options: BackupFetchOptions, manifest: BackupManifest, layout: Layout, progress: Progress) {
     this.#o = options;
@@ -153,7 +153,7 @@ class Extractor {
 
   async run(): Promise<void> {
     const queue = this.#manifest.parts.map((p) => p.number).sort((a, b) => a - b);
-    const data: PartWorkerData = {
+    const data: FetchWorkerData = {
       target: this.#layout.target,
       tablespaces: this.#layout.tablespaces,
       files: this.#manifest.files,
@@ -162,8 +162,8 @@ class Extractor {
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
     };
     const count = Math.max(1, Math.min(this.#o.downloadConcurrency, queue.length));
-    for (let i = 0; i < count; i++) this.#workers.push(new PartWorker(data, this.#progress));
-    const loop = async (worker: PartWorker) => {
+    for (let i = 0; i < count; i++) this.#workers.push(new FetchWorker(data, this.#progress));
+    const loop = async (worker: FetchWorker) => {
       for (let part = queue.shift(); part !== undefined && this.#failure === undefined; part = queue.shift()) {
         try {
           const result = await this.#part(worker, part);
@@ -185,7 +185,7 @@ class Extractor {
     if (this.#failure !== undefined) throw this.#failure;
   }
 
-  async #part(worker: PartWorker, part: number): Promise<{ seen: string[]; written: string[] }> {
+  async #part(worker: FetchWorker, part: number): Promise<{ seen: string[]; written: string[] }> {
     const { storage } = this.#o;
     const key = keys.backupPart(this.#manifest.name, part);
     const what = `${storage.location}/${key}`;
@@ -204,19 +204,19 @@ class Extractor {
   }
 }
 
-/** One worker thread (part-worker.ts) and the flow of one part at a time through it. */
-class PartWorker {
+/** One worker thread (fetch-worker.ts) and the flow of one part at a time through it. */
+class FetchWorker {
   readonly #worker: Worker;
   readonly #progress: Progress;
   #unacked = 0;
   #wake: (() => void) | undefined;
-  #settle: ((result: FromWorker | Error) => void) | undefined;
+  #settle: ((result: FromFetchWorker | Error) => void) | undefined;
   #exited: Promise<void>;
 
-  constructor(data: PartWorkerData, progress: Progress) {
+  constructor(data: FetchWorkerData, progress: Progress) {
     this.#progress = progress;
-    this.#worker = new Worker(partWorkerUrl(), { workerData: data });
-    this.#worker.on('message', (message: FromWorker) => {
+    this.#worker = new Worker(workerUrl('fetch-worker'), { workerData: data });
+    this.#worker.on('message', (message: FromFetchWorker) => {
       if (message.type === 'ack') {
         this.#unacked -= message.bytes;
         this.#progress.add(message.written);
@@ -240,8 +240,8 @@ class PartWorker {
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
   async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[]; written: string[] }> {
-    let outcome: FromWorker | Error | undefined;
-    const settled = new Promise<FromWorker | Error>((resolve) => {
+    let outcome: FromFetchWorker | Error | undefined;
+    const settled = new Promise<FromFetchWorker | Error>((resolve) => {
       this.#settle = (result) => {
         outcome ??= result;
         this.#settle = undefined;
@@ -250,14 +250,14 @@ class PartWorker {
       };
     });
     this.#unacked = 0;
-    this.#worker.postMessage({ type: 'part', part, what } satisfies ToWorker);
+    this.#worker.postMessage({ type: 'part', part, what } satisfies ToFetchWorker);
     let batch: Buffer[] = [];
     let size = 0;
     const flush = () => {
       // A fresh buffer of its own, so it can be transferred (moved, not copied) to the worker.
       const chunk = Buffer.concat(batch, size);
       const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
-      this.#worker.postMessage({ type: 'data', chunk } satisfies ToWorker, own ? [chunk.buffer as ArrayBuffer] : []);
+      this.#worker.postMessage({ type: 'data', chunk } satisfies ToFetchWorker, own ? [chunk.buffer as ArrayBuffer] : []);
       this.#unacked += size;
       batch = [];
       size = 0;
@@ -271,7 +271,7 @@ class PartWorker {
     }
     if (!outcome) {
       if (size > 0) flush();
-      this.#worker.postMessage({ type: 'end' } satisfies ToWorker);
+      this.#worker.postMessage({ type: 'end' } satisfies ToFetchWorker);
     }
     const result = await settled;
     if (result instanceof Error) throw result;
@@ -281,11 +281,11 @@ class PartWorker {
   }
 
   abort(): void {
-    this.#worker.postMessage({ type: 'abort' } satisfies ToWorker);
+    this.#worker.postMessage({ type: 'abort' } satisfies ToFetchWorker);
   }
 
   async close(): Promise<void> {
-    this.#worker.postMessage({ type: 'close' } satisfies ToWorker);
+    this.#worker.postMessage({ type: 'close' } satisfies ToFetchWorker);
     const timer = setTimeout(() => void this.#worker.terminate(), 10_000);
     await this.#exited;
     clearTimeout(timer);
@@ -295,19 +295,6 @@ class PartWorker {
 /** Stored bytes sent to a worker at a time, and at most this many not yet decoded. */
 const batchSize = 1024 * 1024;
 const maxUnacked = 4 * batchSize;
-
-/** The worker's module: beside this file when running from source; dist/part-worker.js in the build (this code sits in dist/ or dist/chunks/). */
-function partWorkerUrl(): URL {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) return new URL('./part-worker.ts', here);
-  return new URL(here.includes('/chunks/') ? '../part-worker.js' : './part-worker.js', here);
-}
-
-/** A worker's failure as the error it was on the other side. */
-function workerError(failure: WorkerFailure): Error {
-  if (failure.exitCode !== undefined) return new WalshipError(failure.exitCode, failure.message);
-  return Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall, path: failure.path });
-}
 
 /** A failure of the local disk (full, read-only, permissions) as one clear line; walship's own errors pass unchanged. */
 function localWriteError(err: unknown, target: string): unknown {

@@ -13,13 +13,13 @@ import { integrityError, WalshipError } from '../errors.ts';
 import { fromManifest, Layout } from './layout.ts';
 import { unsafePath, type ManifestEntry } from './manifest.ts';
 import { TarReader, type TarEntry, type TarVisitor } from './tar.ts';
-import type { FromWorker, PartWorkerData, ToWorker, WorkerFailure } from './part-worker-protocol.ts';
+import { describeFailure, Inbox, type FetchWorkerData, type FromFetchWorker, type ToFetchWorker } from './workers.ts';
 
-const setup = workerData as PartWorkerData;
+const setup = workerData as FetchWorkerData;
 const port = parentPort!;
 const layout = new Layout(setup.target, setup.tablespaces);
 const byPath = new Map(setup.files.map((f) => [f.path, f]));
-const send = (message: FromWorker) => port.postMessage(message);
+const send = (message: FromFetchWorker) => port.postMessage(message);
 
 /** Scratch buffers zstd decodes into; one is reused only once its writes are done. */
 const scratchSize = 1024 * 1024;
@@ -251,27 +251,8 @@ class PartWriter implements TarVisitor {
 /** Every file name seen by this worker (parts never share a file; a repeat within the backup is refused). */
 const seenAnywhere = new Set<string>();
 
-/** Incoming messages for the part at hand, as an async queue. */
-class Inbox {
-  #queue: ToWorker[] = [];
-  #waiting: ((m: ToWorker) => void) | undefined;
-
-  put(message: ToWorker): void {
-    if (this.#waiting) {
-      const resolve = this.#waiting;
-      this.#waiting = undefined;
-      resolve(message);
-    } else this.#queue.push(message);
-  }
-
-  next(): Promise<ToWorker> {
-    const queued = this.#queue.shift();
-    return queued ? Promise.resolve(queued) : new Promise((resolve) => (this.#waiting = resolve));
-  }
-}
-
-const inbox = new Inbox();
-port.on('message', (message: ToWorker) => inbox.put(message));
+const inbox = new Inbox<ToFetchWorker>();
+port.on('message', (message: ToFetchWorker) => inbox.put(message));
 
 async function extractPart(part: number, what: string): Promise<{ seen: string[]; written: string[] }> {
   const writes = new Writes();
@@ -362,12 +343,6 @@ async function extractPart(part: number, what: string): Promise<{ seen: string[]
     await writer.settle();
     send({ type: 'ack', bytes: 0, written: writer.takeWrittenBytes() });
   }
-}
-
-function describeFailure(err: unknown): WorkerFailure {
-  if (err instanceof WalshipError) return { message: err.message, exitCode: err.exitCode };
-  const e = err as NodeJS.ErrnoException;
-  return { message: e?.message ?? String(err), code: e?.code, syscall: e?.syscall, path: e?.path };
 }
 
 for (;;) {
