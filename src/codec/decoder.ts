@@ -53,11 +53,15 @@ class ZstdDecoder implements PayloadDecoder {
   next(scratch: Buffer): Buffer | undefined {
     while (this.#input.length > 0 || this.#pendingOutput) {
       const [ret, produced, consumed] = this.#dctx.decompressStream(scratch, this.#input);
+      this.#pendingOutput = produced === scratch.length;
+      // A call that moved nothing says nothing of the frame: after a frame's end, it announces the next header.
+      if (produced === 0 && consumed === 0) {
+        if (this.#input.length > 0) throw new Error('zstd made no progress');
+        return undefined;
+      }
       this.#input = this.#input.subarray(consumed);
       this.#inFrame = ret !== 0;
-      this.#pendingOutput = produced === scratch.length;
       if (produced > 0) return scratch.subarray(0, produced);
-      if (consumed === 0 && this.#input.length > 0) throw new Error('zstd made no progress');
     }
     return undefined;
   }

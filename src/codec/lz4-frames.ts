@@ -8,33 +8,60 @@ import { compressFrame, decompressFrame } from 'lz4-napi';
  */
 const frameInput = 4 * 1024 * 1024;
 const frameMagic = 0x184d2204;
+/** Frames of one stream compressed at once on the thread pool (while the next one fills). */
+const framesInFlight = 2;
 
 export class Lz4FrameEncoder extends Transform {
-  #pending: Buffer[] = [];
-  #size = 0;
+  /**
+   * Frame payloads are gathered in a few buffers reused for the whole stream (a new 4 MiB buffer
+   * per frame kept V8's collector busy): one fills while the others' frames compress on the
+   * thread pool, and frames are pushed in order.
+   */
+  readonly #stages = Array.from({ length: framesInFlight + 1 }, () => Buffer.allocUnsafeSlow(frameInput));
+  #current = 0;
+  #staged = 0;
+  #compressing: Promise<Buffer>[] = [];
+  #frames = 0;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.#pending.push(chunk);
-    this.#size += chunk.length;
-    if (this.#size < frameInput) return done();
-    this.#emitFrames(false).then(() => done(), done);
+    if (this.#staged + chunk.length < frameInput) {
+      chunk.copy(this.#stages[this.#current]!, this.#staged);
+      this.#staged += chunk.length;
+      return done();
+    }
+    this.#consume(chunk).then(() => done(), done);
   }
 
   override _flush(done: TransformCallback): void {
-    this.#emitFrames(true).then(() => done(), done);
+    // An empty payload is still one valid (empty) frame, so the object stays self-describing.
+    const last = this.#staged > 0 || this.#frames === 0 ? this.#startFrame() : Promise.resolve();
+    last.then(() => this.#pushDone(0)).then(() => done(), done);
   }
 
-  async #emitFrames(final: boolean): Promise<void> {
-    let all = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#size);
-    while (all.length >= frameInput || (final && all.length > 0)) {
-      const input = all.subarray(0, frameInput);
-      all = all.subarray(input.length);
-      this.push(await compressFrame(input, { contentChecksum: true }));
+  async #consume(chunk: Buffer): Promise<void> {
+    for (let at = 0; at < chunk.length; ) {
+      const take = Math.min(frameInput - this.#staged, chunk.length - at);
+      chunk.copy(this.#stages[this.#current]!, this.#staged, at, at + take);
+      this.#staged += take;
+      at += take;
+      if (this.#staged === frameInput) await this.#startFrame();
     }
-    // An empty payload is still one valid (empty) frame, so the object stays self-describing.
-    if (final && this.#size === 0) this.push(await compressFrame(Buffer.alloc(0), { contentChecksum: true }));
-    this.#pending = all.length ? [all] : [];
-    this.#size = all.length;
+  }
+
+  /** Compress the current stage; wait, if need be, until the next stage's earlier frame is done. */
+  async #startFrame(): Promise<void> {
+    const frame = compressFrame(this.#stages[this.#current]!.subarray(0, this.#staged), { contentChecksum: true });
+    frame.catch(() => {}); // awaited in order by #pushDone; not an unhandled rejection meanwhile
+    this.#compressing.push(frame);
+    this.#frames++;
+    this.#staged = 0;
+    this.#current = (this.#current + 1) % this.#stages.length;
+    await this.#pushDone(framesInFlight);
+  }
+
+  /** Push finished frames, oldest first, until at most `keep` are still compressing. */
+  async #pushDone(keep: number): Promise<void> {
+    while (this.#compressing.length > keep) this.push(await this.#compressing.shift()!);
   }
 }
 
