@@ -28,11 +28,13 @@ export async function walPush(ctx: CommandContext, path: string): Promise<void> 
     const { handOver } = await import('../daemon/hand-over.ts');
     if (await handOver(config, { op: 'push', path: resolve(path), tag: destinationTag(ctx.configArg) })) return;
   }
-  const { pushWalFile } = await import('../wal/push.ts');
+  // Started together: the modules load while the others' files are read (the age module and the
+  // recipients' parsing are a good part of an encrypted push's start-up).
+  const [{ pushWalFile }, storage, encode, encryption] = await Promise.all([import('../wal/push.ts'), ctx.storage(), ctx.encodeOptions(), ctx.encryption()]);
   const pushCtx = {
-    storage: await ctx.storage(),
-    encode: await ctx.encodeOptions(),
-    encryption: await ctx.encryption(),
+    storage,
+    encode,
+    encryption,
     allowUnencrypted: config.allowUnencrypted,
     // One process per call: reading and compressing the file in one go is faster than streams.
     wholeFile: true,

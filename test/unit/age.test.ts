@@ -27,6 +27,8 @@ import {
 import type { AgeIdentity, AgeRecipient } from '../../src/codec/age/index.ts';
 import { parseHeader, serializeHeader, serializeStanza } from '../../src/codec/age/header.ts';
 import type { Stanza } from '../../src/codec/age/header.ts';
+import { LOW_ORDER_POINTS } from '../../src/codec/age/keys.ts';
+import { bech32 } from '@scure/base';
 
 // ------------------------------------------------------------------ helpers
 
@@ -322,6 +324,29 @@ describe('age keys', () => {
     for (const text of bad) expectUsage(() => parseRecipient(text));
     // Well-formed, but the all-zero (low-order) point.
     expectUsage(() => parseRecipient('age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z'), /not a usable X25519 public key/);
+  });
+
+  it('every point in the low-order table is refused, and really gives an all-zero key exchange (top bit set or not)', () => {
+    const { privateKey } = crypto.generateKeyPairSync('x25519');
+    const spki = Buffer.from('302a300506032b656e032100', 'hex');
+    for (const point of LOW_ORDER_POINTS) {
+      for (const topBit of [0, 0x80]) {
+        const raw = Buffer.from(point);
+        raw[31]! |= topBit;
+        const hex = raw.toString('hex');
+        expectUsage(() => parseRecipient(bech32.encode('age', bech32.toWords(raw), false)), /not a usable X25519 public key/);
+        // OpenSSL refuses an all-zero shared secret; anything else would mean the table is wrong.
+        let shared: Buffer | undefined;
+        try {
+          shared = crypto.diffieHellman({ privateKey, publicKey: crypto.createPublicKey({ key: Buffer.concat([spki, raw]), format: 'der', type: 'spki' }) });
+        } catch {
+          shared = undefined;
+        }
+        assert.ok(shared === undefined || shared.every((b) => b === 0), `${hex} is not of low order`);
+      }
+    }
+    // An ordinary key is accepted.
+    assert.equal(parseRecipient(generateIdentity().recipient).kind, 'x25519');
   });
 
   it('a secret key given as a recipient is refused without echoing it', () => {

@@ -76,7 +76,7 @@ describe('payloadDecoder', () => {
       }
       const damaged = Buffer.from(object);
       damaged[Math.floor(damaged.length / 2)]! ^= 0x10;
-      assert.throws(() => decode(damaged, [], 65536), undefined, `${compression} with a flipped bit`);
+      assert.throws(() => decode(damaged, [], 65536), Error, `${compression} with a flipped bit`);
     }
   });
 
