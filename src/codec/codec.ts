@@ -8,13 +8,14 @@ export type Compression = 'zstd' | 'lz4' | 'none';
  * keys are configured. `decrypt` is undefined when no identity is configured.
  */
 export interface Encryption {
-  encrypt?: () => Transform;
+  /** A Transform from plaintext to the encrypted object (its module loads on first use). */
+  encrypt?: () => Promise<Transform>;
   /**
    * The same as `encrypt`, for payloads already in memory (one WAL segment): resolves, once the
    * header is made, to a function that encrypts into `into` if it is large enough.
    */
   wholeEncryptor?: () => Promise<(payload: Buffer, into?: Buffer) => Buffer>;
-  decrypt?: () => Transform;
+  decrypt?: () => Promise<Transform>;
 }
 
 export interface EncodeOptions {
@@ -39,7 +40,7 @@ export async function encodeObject(payload: Readable, options: EncodeOptions): P
     const { Lz4FrameEncoder } = await import('./lz4-frames.ts');
     stages.push(new Lz4FrameEncoder());
   }
-  if (options.encryption?.encrypt) stages.push(options.encryption.encrypt());
+  if (options.encryption?.encrypt) stages.push(await options.encryption.encrypt());
   const encoded = stages.reduce<Readable>((stream, stage) => stream.compose(stage), payload);
   // Storage may start reading only after its own set-up (a directory, a connection); an error
   // emitted before then must not crash the process. The reader still gets it: iterating an
@@ -92,7 +93,7 @@ export async function* decryptedObject(source: AsyncIterable<Buffer>, encryption
   if (!encryption?.decrypt) {
     throw integrityError(`${what}: object is encrypted; set WALSHIP_IDENTITY_FILE (or WALSHIP_PASSPHRASE_FILE) to read it`);
   }
-  yield* guard(through(stream, encryption.decrypt()), what);
+  yield* guard(through(stream, await encryption.decrypt()), what);
 }
 
 /** Re-throw decoding failures as integrity errors naming the object; keep walship's own errors. */

@@ -24,9 +24,9 @@ import { refusedError, usageError, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { RepositoryEncryption } from '../repository.ts';
 import type { Encryption } from './codec.ts';
-import type { AgeIdentity, AgeRecipient } from './age/index.ts';
+import type { AgeIdentity, AgeRecipient } from './age/keys.ts';
 
-type Age = typeof import('./age/index.ts');
+type Age = typeof import('./age/keys.ts');
 
 /** What walship.json records about the encryption of objects written with this configuration. */
 const records = new WeakMap<Encryption, RepositoryEncryption>();
@@ -42,7 +42,10 @@ const setting = (key: SettingKey) => `setting ${key} (${settings[key].env})`;
 export async function encryptionFromConfig(config: Config): Promise<Encryption | undefined> {
   const listed = config.recipients ?? [];
   if (listed.length === 0 && !config.recipientsFile && !config.identityFile && !config.passphraseFile) return undefined;
-  const age: Age = await import('./age/index.ts');
+  // The key parsers and the whole-buffer encryptor only: wal-push needs no more, and runs once per
+  // WAL file. The stream classes load when first used.
+  const [age, payload] = await Promise.all([import('./age/keys.ts'), import('./age/payload.ts')]);
+  const streams = () => import('./age/stream.ts');
 
   const recipients: AgeRecipient[] = [];
   const seen = new Set<string>();
@@ -86,18 +89,18 @@ export async function encryptionFromConfig(config: Config): Promise<Encryption |
   const encryption: Encryption = {};
   if (recipients.length > 0) {
     const writeTo = recipients;
-    encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
-    encryption.wholeEncryptor = () => age.wholeEncryptor(writeTo);
+    encryption.encrypt = async () => coalesced((await streams()).createEncryptStream(writeTo));
+    encryption.wholeEncryptor = () => payload.wholeEncryptor(writeTo);
     records.set(encryption, { recipients: recipients.map(age.recipientFingerprint).sort() });
   } else if (passphrase !== undefined) {
     const writeTo = [age.scryptRecipient(passphrase, config.passphraseWorkFactor)];
-    encryption.encrypt = () => coalesced(age.createEncryptStream(writeTo));
-    encryption.wholeEncryptor = () => age.wholeEncryptor(writeTo);
+    encryption.encrypt = async () => coalesced((await streams()).createEncryptStream(writeTo));
+    encryption.wholeEncryptor = () => payload.wholeEncryptor(writeTo);
     records.set(encryption, { recipients: [], passphrase: true });
   }
   if (identities.length > 0) {
     const readWith = identities;
-    encryption.decrypt = () => age.createDecryptStream(readWith);
+    encryption.decrypt = async () => (await streams()).createDecryptStream(readWith);
   }
   if (log.enabled('debug')) {
     log.debug('encryption configured', {

@@ -146,7 +146,7 @@ async function encodeWhole(payload: Buffer, options: EncodeOptions): Promise<Buf
     // already mapped; a fresh 16 MiB buffer costs ~2 ms of page faults), unless nothing was compressed.
     return (await sealing)(compressed, compressed === payload ? undefined : payload);
   }
-  return (Buffer.isBuffer(compressed) ? Readable.from([compressed]) : compressed).compose(encrypt());
+  return (Buffer.isBuffer(compressed) ? Readable.from([compressed]) : compressed).compose(await encrypt());
 }
 
 /** SHA-256 (hex) of an open file's whole content, read from its start. */

@@ -6,7 +6,8 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Transform } from 'node:stream';
-import { createDecryptStream, encryptWhole } from './stream.ts';
+import { encryptWhole } from './payload.ts';
+import { createDecryptStream } from './stream.ts';
 import type { AgeIdentity, AgeRecipient } from './keys.ts';
 
 export type { AgeIdentity, AgeRecipient } from './keys.ts';
@@ -24,7 +25,8 @@ export {
   SCRYPT_MAX_WORK_FACTOR,
   SCRYPT_MIN_WORK_FACTOR,
 } from './keys.ts';
-export { CHUNK_SIZE, createDecryptStream, createEncryptStream, encryptWhole, isAgeEncrypted, wholeEncryptor } from './stream.ts';
+export { CHUNK_SIZE, encryptWhole, wholeEncryptor } from './payload.ts';
+export { createDecryptStream, createEncryptStream, isAgeEncrypted } from './stream.ts';
 
 async function runThrough(transform: Transform, data: Uint8Array): Promise<Buffer> {
   const out: Buffer[] = [];
