@@ -16,6 +16,9 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, describe, test } from 'node:test';
 import { encodeObject, type Compression } from '../../src/codec/codec.ts';
+import { generateIdentity } from '../../src/codec/age/index.ts';
+import { encryptionFromConfig } from '../../src/codec/keys.ts';
+import type { Config } from '../../src/config/settings.ts';
 import { manifestFormat, writeManifest, type BackupManifest, type ManifestEntry } from '../../src/backup/manifest.ts';
 import { endOfArchive, padding, tarHeader, type TarHeader } from '../../src/backup/tar.ts';
 import { keys } from '../../src/repository.ts';
@@ -77,14 +80,23 @@ function legitimate(): { files: ManifestEntry[]; entries: Entry[] } {
 let count = 0;
 
 /** Write a repository holding one backup made of `parts` and `files`; returns its config file. */
-async function repository(options: { files: ManifestEntry[]; parts: Buffer[]; compression?: Compression; manifest?: Partial<BackupManifest> }): Promise<{ config: string; repo: string; name: string }> {
+async function repository(options: { files: ManifestEntry[]; parts: Buffer[]; compression?: Compression; manifest?: Partial<BackupManifest>; encrypted?: boolean }): Promise<{ config: string; repo: string; name: string }> {
   const dir = join(root, `case${++count}`);
   const repo = join(dir, 'repo');
   await mkdir(repo, { recursive: true });
   const storage = new FileStorage(repo);
   const name = 'base_000000010000000000000002';
   await storage.put(keys.repositoryInfo, Buffer.from(JSON.stringify({ format: 1, systemIdentifier: sysid, created: new Date().toISOString() })));
-  const encode = { compression: options.compression ?? 'zstd' };
+  // Encrypted: a fresh identity beside the repository, objects sealed to its recipient.
+  const keySettings: { recipients?: string[]; identityFile?: string } = {};
+  if (options.encrypted) {
+    const { identity, recipient } = generateIdentity();
+    keySettings.identityFile = join(dir, 'key.txt');
+    await writeFile(keySettings.identityFile, `${identity}\n`, { mode: 0o600 });
+    keySettings.recipients = [recipient];
+  }
+  const encryption = options.encrypted ? await encryptionFromConfig(keySettings as Config) : undefined;
+  const encode = { compression: options.compression ?? 'zstd', encryption };
   for (const [i, part] of options.parts.entries()) {
     await storage.put(keys.backupPart(name, i + 1), await buffer(await encodeObject(Readable.from([part]), encode)));
   }
@@ -105,7 +117,7 @@ async function repository(options: { files: ManifestEntry[]; parts: Buffer[]; co
     walSegmentSize: 16 << 20,
     blockSize: 8192,
     dataChecksums: true,
-    codec: { compression: encode.compression, encrypted: false },
+    codec: { compression: encode.compression, encrypted: options.encrypted === true },
     permanent: false,
     label: 'test',
     backupLabel: label,
@@ -122,7 +134,7 @@ async function repository(options: { files: ManifestEntry[]; parts: Buffer[]; co
   };
   await writeManifest(storage, manifest, encode);
   const config = join(dir, 'walship.json');
-  await writeFile(config, JSON.stringify({ storage: `file://${repo}` }));
+  await writeFile(config, JSON.stringify({ storage: `file://${repo}`, ...keySettings }));
   return { config, repo, name };
 }
 
@@ -231,6 +243,20 @@ describe('backup-fetch refuses hostile and damaged backups', () => {
     bytes[Math.floor(bytes.length / 2)]! ^= 0x04;
     await writeFile(path, bytes);
     await assertRefused(await fetch(config), /corrupt|does not match/);
+  });
+
+  test('an encrypted part with a flipped bit, or cut short: exit 4, nothing left (decryption runs apart from unpacking)', async () => {
+    const { files, entries } = legitimate();
+    const good = await repository({ files, parts: [tar(entries)], encrypted: true });
+    assert.equal((await fetch(good.config)).code, 0, 'the intact encrypted backup is fetched');
+    for (const damage of ['flip', 'cut'] as const) {
+      const { config, repo, name } = await repository({ files, parts: [tar(entries)], encrypted: true });
+      const path = join(repo, keys.backupPart(name, 1));
+      const bytes = await readFile(path);
+      if (damage === 'flip') bytes[bytes.length - 40]! ^= 0x01;
+      await writeFile(path, damage === 'flip' ? bytes : bytes.subarray(0, bytes.length - 30));
+      await assertRefused(await fetch(config), /age decryption failed|truncated|corrupt/);
+    }
   });
 
   test('a file listed in the manifest but absent from its part; a part missing from storage', async () => {
