@@ -54,12 +54,14 @@ class Writes {
     let buffers = batch.map((w) => w.bytes);
     let position = batch[0]!.position;
     const finish = (err: unknown) => {
-      for (const w of batch) {
+      // After a failure, what queued meanwhile is not written, but still let go of (its file must close).
+      const over = err ? batch.concat(this.#queues.get(fd)!.splice(0)) : batch;
+      for (const w of over) {
         this.#inFlight -= w.bytes.length;
         w.done();
       }
       if (err && this.#failure === undefined) this.#failure = err;
-      if (this.#queues.get(fd)!.length > 0 && !err) this.#start(fd);
+      if (this.#queues.get(fd)!.length > 0) this.#start(fd);
       else this.#queues.delete(fd);
       this.#wake?.();
     };

@@ -284,7 +284,8 @@ describe('backup-fetch refuses hostile and damaged backups', () => {
 
   test('disk full while extracting: a one-line error naming the cause, exit 2, the target emptied again', { skip: process.getuid?.() !== 0 && 'needs root to mount a small tmpfs' }, async () => {
     const { files, entries } = legitimate();
-    const big = Buffer.alloc(6 << 20, 9);
+    // Many 1 MiB writes queued behind the one that fails: every one must be let go of, or the fetch hangs.
+    const big = Buffer.alloc(40 << 20, 9);
     files.push({ path: 'base/1/big', type: 'file', mode: 0o600, mtime: 1, size: big.length, sha256: sha(big), part: 1 });
     const { config } = await repository({ files, parts: [tar([...entries, { name: 'base/1/big', content: big }])] });
     const small = join(root, 'small');
