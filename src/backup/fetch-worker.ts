@@ -355,7 +355,7 @@ for (;;) {
     const result = await extractPart(message.part, message.what);
     send({ type: 'done', part: message.part, ...result });
   } catch (err) {
-    // Drop the rest of this part's messages up to its end (or an abort).
+    // Any messages of this part still queued are skipped by this loop (it takes 'part' and 'close' only).
     send({ type: 'failed', part: message.part, error: describeFailure(err) });
   }
 }

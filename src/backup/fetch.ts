@@ -212,6 +212,7 @@ class FetchWorker {
   #wake: (() => void) | undefined;
   #settle: ((result: FromFetchWorker | Error) => void) | undefined;
   #exited: Promise<void>;
+  #gone: Error | undefined;
 
   constructor(data: FetchWorkerData, progress: Progress) {
     this.#progress = progress;
@@ -226,7 +227,8 @@ class FetchWorker {
     this.#worker.on('error', (err) => this.#settle?.(err));
     this.#exited = new Promise((resolve) =>
       this.#worker.once('exit', () => {
-        this.#settle?.(new Error('backup-fetch worker thread exited unexpectedly'));
+        this.#gone = new Error('backup-fetch worker thread exited unexpectedly');
+        this.#settle?.(this.#gone);
         resolve();
       }),
     );
@@ -240,6 +242,7 @@ class FetchWorker {
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
   async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[]; written: string[] }> {
+    if (this.#gone) throw this.#gone;
     let outcome: FromFetchWorker | Error | undefined;
     const settled = new Promise<FromFetchWorker | Error>((resolve) => {
       this.#settle = (result) => {

@@ -196,10 +196,10 @@ export class TarReader {
       if (size === 0) this.#paxBody(Buffer.alloc(0));
       return;
     }
-    const prefix = block.subarray(345, 500);
-    const isUstar = block.subarray(257, 262).toString('latin1') === 'ustar';
+    // POSIX ustar ("ustar\0") may split a long name into prefix/name; GNU tar's "ustar  " keeps
+    // other fields there.
     let name = text(block, 0, 100);
-    if (isUstar && prefix[0] !== 0) name = `${text(block, 345, 155)}/${name}`;
+    if (block.toString('latin1', 257, 263) === 'ustar\0' && block[345] !== 0) name = `${text(block, 345, 155)}/${name}`;
     const pax = this.#pax;
     this.#pax = {};
     const entry: TarEntry = {

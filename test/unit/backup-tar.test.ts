@@ -91,7 +91,7 @@ test('a size beyond 8 GiB goes into a pax header', async () => {
   assert.match(header.subarray(blockSize, 2 * blockSize).toString(), /\d+ size=17179869184\n/);
 });
 
-test('the reader reads what GNU tar writes in pax format (long and non-ASCII names, a link), and refuses damage', () => {
+test('the reader reads what GNU tar writes in pax and ustar formats (long and non-ASCII names, a link), and refuses damage', () => {
   const dir = mkdtempSync(join(tmpdir(), 'walship-tar-'));
   try {
     const long = `${'d'.repeat(120)}/é`;
@@ -106,6 +106,13 @@ test('the reader reads what GNU tar writes in pax format (long and non-ASCII nam
     assert.equal(file.body.toString(), 'hello');
     assert.ok(back.some((e) => e.entry.name.replace(/\/$/, '') === `./${long}` && e.entry.type === 'directory'));
     assert.ok(back.some((e) => e.entry.name === `./${long}/l` && e.entry.type === 'symlink' && e.entry.linkname === 'f'));
+
+    // ustar proper: a long name split into prefix and name.
+    const ustarDir = 'u'.repeat(120);
+    mkdirSync(join(dir, 'src2', ustarDir), { recursive: true });
+    writeFileSync(join(dir, 'src2', ustarDir, 'file'), 'x');
+    const ustar = read(execFileSync('tar', ['--format=ustar', '-C', join(dir, 'src2'), '-c', ustarDir]));
+    assert.ok(ustar.some((e) => e.entry.name === `${ustarDir}/file` && e.body.toString() === 'x'), ustar.map((e) => e.entry.name).join(', '));
 
     const flipped = Buffer.from(bytes);
     flipped[20]! ^= 1; // inside the first header's name: its checksum no longer matches
