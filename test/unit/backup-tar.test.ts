@@ -108,7 +108,7 @@ test('the reader reads what GNU tar writes in pax and ustar formats (long and no
     assert.ok(back.some((e) => e.entry.name === `./${long}/l` && e.entry.type === 'symlink' && e.entry.linkname === 'f'));
 
     // ustar proper: a long name split into prefix and name.
-    const ustarDir = 'u'.repeat(120);
+    const ustarDir = `${'p'.repeat(60)}/${'q'.repeat(60)}`;
     mkdirSync(join(dir, 'src2', ustarDir), { recursive: true });
     writeFileSync(join(dir, 'src2', ustarDir, 'file'), 'x');
     const ustar = read(execFileSync('tar', ['--format=ustar', '-C', join(dir, 'src2'), '-c', ustarDir]));
