@@ -28,8 +28,8 @@ export async function walPush(ctx: CommandContext, path: string): Promise<void> 
     const { handOver } = await import('../daemon/hand-over.ts');
     if (await handOver(config, { op: 'push', path: resolve(path), tag: destinationTag(ctx.configArg) })) return;
   }
-  // Started together: the modules load while the others' files are read (the age module and the
-  // recipients' parsing are a good part of an encrypted push's start-up).
+  // Started together, so their modules load side by side (the age module and the recipients'
+  // parsing are a good part of an encrypted push's start-up).
   const [{ pushWalFile }, storage, encode, encryption] = await Promise.all([import('../wal/push.ts'), ctx.storage(), ctx.encodeOptions(), ctx.encryption()]);
   const pushCtx = {
     storage,
