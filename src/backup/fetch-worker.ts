@@ -1,9 +1,9 @@
 /**
- * Worker thread that lays one base backup part at a time into the target directory: the main
- * thread streams in the part's (decrypted, still compressed) bytes; here they are decompressed,
- * split into tar entries, checked against the manifest, hashed and written. Writes go to the
- * thread pool while the next bytes decode, so one part keeps a core busy; several workers run
- * parts side by side (DESIGN §6: native codecs off the main thread).
+ * Worker thread that lays base backup parts into the target directory: the main thread streams in
+ * each part's (decrypted, still compressed) bytes; here they are decompressed, split into tar
+ * entries, checked against the manifest, hashed and written. Writes go to the thread pool while
+ * the next bytes decode, so one part keeps a core busy; there is a worker per core, each taking
+ * its share of the parts being downloaded at once (DESIGN §6: native codecs off the main thread).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { close, fdatasync, fsync, openSync, writev } from 'node:fs';
@@ -253,10 +253,32 @@ class PartWriter implements TarVisitor {
 /** Every file name seen by this worker (parts never share a file; a repeat within the backup is refused). */
 const seenAnywhere = new Set<string>();
 
-const inbox = new Inbox<ToFetchWorker>();
-port.on('message', (message: ToFetchWorker) => inbox.put(message));
+type PartMessage = Extract<ToFetchWorker, { type: 'data' | 'end' | 'abort' }>;
+/** The parts in progress, each with its own queue of messages. */
+const inboxes = new Map<number, Inbox<PartMessage>>();
+const running = new Set<Promise<void>>();
+let closed: () => void = () => {};
+const closing = new Promise<void>((resolve) => (closed = resolve));
 
-async function extractPart(part: number, what: string): Promise<{ seen: string[]; written: string[] }> {
+port.on('message', (message: ToFetchWorker) => {
+  if (message.type === 'part') {
+    const inbox = new Inbox<PartMessage>();
+    inboxes.set(message.part, inbox);
+    const run = extractPart(message.part, message.what, inbox).then(
+      (result) => send({ type: 'done', part: message.part, ...result }),
+      (err: unknown) => send({ type: 'failed', part: message.part, error: describeFailure(err) }),
+    );
+    running.add(run);
+    void run.finally(() => {
+      inboxes.delete(message.part);
+      running.delete(run);
+    });
+  } else if (message.type === 'data' || message.type === 'end') inboxes.get(message.part)?.put(message);
+  else if (message.type === 'abort') for (const inbox of inboxes.values()) inbox.put(message);
+  else if (message.type === 'close') closed();
+});
+
+async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>): Promise<{ seen: string[]; written: string[] }> {
   const writes = new Writes();
   const writer = new PartWriter(part, what, writes);
   const tar = new TarReader(writer);
@@ -301,13 +323,12 @@ async function extractPart(part: number, what: string): Promise<{ seen: string[]
       const message = await inbox.next();
       if (message.type === 'abort') throw new Error('aborted: another part failed');
       if (message.type === 'end') break;
-      if (message.type !== 'data') continue;
       let input = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
       if (!decoder) {
         // The compression is told by the first bytes (4 are enough for every magic).
         head = head.length ? Buffer.concat([head, input]) : input;
         if (head.length < 4) {
-          send({ type: 'ack', bytes: message.chunk.byteLength, written: 0 });
+          send({ type: 'ack', part, bytes: message.chunk.byteLength, written: 0 });
           continue;
         }
         try {
@@ -319,7 +340,7 @@ async function extractPart(part: number, what: string): Promise<{ seen: string[]
       }
       decoder.push(input);
       await drain();
-      send({ type: 'ack', bytes: message.chunk.byteLength, written: writer.takeWrittenBytes() });
+      send({ type: 'ack', part, bytes: message.chunk.byteLength, written: writer.takeWrittenBytes() });
     }
     if (!decoder) {
       decoder = payloadDecoder(head);
@@ -343,20 +364,10 @@ async function extractPart(part: number, what: string): Promise<{ seen: string[]
   } finally {
     await writes.below(0).catch(() => {});
     await writer.settle();
-    send({ type: 'ack', bytes: 0, written: writer.takeWrittenBytes() });
+    send({ type: 'ack', part, bytes: 0, written: writer.takeWrittenBytes() });
   }
 }
 
-for (;;) {
-  const message = await inbox.next();
-  if (message.type === 'close') break;
-  if (message.type !== 'part') continue;
-  try {
-    const result = await extractPart(message.part, message.what);
-    send({ type: 'done', part: message.part, ...result });
-  } catch (err) {
-    // Any messages of this part still queued are skipped by this loop (it takes 'part' and 'close' only).
-    send({ type: 'failed', part: message.part, error: describeFailure(err) });
-  }
-}
+await closing;
+await Promise.all(running);
 port.close();

@@ -1,4 +1,5 @@
 import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -133,7 +134,12 @@ async function removeContents(dir: string, removeDir: boolean): Promise<void> {
   }
 }
 
-/** Lays the parts into the target: each part streamed from storage (and decrypted) here, unpacked by a worker thread. */
+/**
+ * Lays the parts into the target: `downloadConcurrency` parts at once, each streamed from storage
+ * (and decrypted) here and unpacked by a worker thread; one worker per core at most, each taking
+ * its share of the parts (a worker per part would cost a V8 heap each for a cloud restore with
+ * many downloads in flight).
+ */
 class Extractor {
   readonly seen = new Set<string>();
   readonly written: string[] = [];
@@ -142,7 +148,6 @@ class Extractor {
   readonly #layout: Layout;
   readonly #progress: Progress;
   #failure: unknown;
-  readonly #workers: FetchWorker[] = [];
 
   constructor(options: BackupFetchOptions, manifest: BackupManifest, layout: Layout, progress: Progress) {
     this.#o = options;
@@ -161,10 +166,12 @@ class Extractor {
       backupLabel: this.#manifest.backupLabel,
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
     };
-    const count = Math.max(1, Math.min(this.#o.downloadConcurrency, queue.length));
-    for (let i = 0; i < count; i++) this.#workers.push(new FetchWorker(data, this.#progress));
-    const loop = async (worker: FetchWorker) => {
+    const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, queue.length));
+    const workers = Array.from({ length: Math.min(streams, availableParallelism()) }, () => new FetchWorker(data, this.#progress));
+    const loop = async () => {
       for (let part = queue.shift(); part !== undefined && this.#failure === undefined; part = queue.shift()) {
+        // The least busy worker; parts differ in size, so a fixed assignment would leave one idle.
+        const worker = workers.reduce((a, b) => (b.active < a.active ? b : a));
         try {
           const result = await this.#part(worker, part);
           for (const path of result.seen) this.seen.add(path);
@@ -172,15 +179,15 @@ class Extractor {
         } catch (err) {
           if (this.#failure === undefined) {
             this.#failure = err;
-            for (const other of this.#workers) other.abort();
+            for (const w of workers) w.abort();
           }
         }
       }
     };
     try {
-      await Promise.all(this.#workers.map(loop));
+      await Promise.all(Array.from({ length: streams }, loop));
     } finally {
-      await Promise.all(this.#workers.map((w) => w.close()));
+      await Promise.all(workers.map((w) => w.close()));
     }
     if (this.#failure !== undefined) throw this.#failure;
   }
@@ -204,83 +211,98 @@ class Extractor {
   }
 }
 
-/** One worker thread (fetch-worker.ts) and the flow of one part at a time through it. */
+/** The parts one worker is laying down: how much of each is sent and not yet decoded, and how each ends. */
+interface PartFlow {
+  unacked: number;
+  wake: (() => void) | undefined;
+  settle: (result: FromFetchWorker | Error) => void;
+}
+
+/** One worker thread (fetch-worker.ts) and the flow of the parts it is given. */
 class FetchWorker {
   readonly #worker: Worker;
   readonly #progress: Progress;
-  #unacked = 0;
-  #wake: (() => void) | undefined;
-  #settle: ((result: FromFetchWorker | Error) => void) | undefined;
-  #exited: Promise<void>;
+  readonly #parts = new Map<number, PartFlow>();
+  readonly #exited: Promise<void>;
   #gone: Error | undefined;
 
   constructor(data: FetchWorkerData, progress: Progress) {
     this.#progress = progress;
     this.#worker = new Worker(workerUrl('fetch-worker'), { workerData: data });
     this.#worker.on('message', (message: FromFetchWorker) => {
+      const flow = this.#parts.get(message.part);
+      if (!flow) return;
       if (message.type === 'ack') {
-        this.#unacked -= message.bytes;
+        flow.unacked -= message.bytes;
         this.#progress.add(message.written);
-        this.#wakeUp();
-      } else this.#settle?.(message);
+        wakeUp(flow);
+      } else flow.settle(message);
     });
-    this.#worker.on('error', (err) => this.#settle?.(err));
+    this.#worker.on('error', (err) => {
+      for (const flow of this.#parts.values()) flow.settle(err);
+    });
     this.#exited = new Promise((resolve) =>
       this.#worker.once('exit', () => {
         this.#gone = new Error('backup-fetch worker thread exited unexpectedly');
-        this.#settle?.(this.#gone);
+        for (const flow of this.#parts.values()) flow.settle(this.#gone);
         resolve();
       }),
     );
   }
 
-  #wakeUp(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+  /** Parts in progress. */
+  get active(): number {
+    return this.#parts.size;
   }
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
   async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[]; written: string[] }> {
     if (this.#gone) throw this.#gone;
     let outcome: FromFetchWorker | Error | undefined;
-    const settled = new Promise<FromFetchWorker | Error>((resolve) => {
-      this.#settle = (result) => {
+    let settled!: (result: FromFetchWorker | Error) => void;
+    const ended = new Promise<FromFetchWorker | Error>((resolve) => (settled = resolve));
+    const flow: PartFlow = {
+      unacked: 0,
+      wake: undefined,
+      settle: (result) => {
         outcome ??= result;
-        this.#settle = undefined;
-        this.#wakeUp();
-        resolve(result);
-      };
-    });
-    this.#unacked = 0;
-    this.#worker.postMessage({ type: 'part', part, what } satisfies ToFetchWorker);
-    let batch: Buffer[] = [];
-    let size = 0;
-    const flush = () => {
-      // A fresh buffer of its own, so it can be transferred (moved, not copied) to the worker.
-      const chunk = Buffer.concat(batch, size);
-      const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
-      this.#worker.postMessage({ type: 'data', chunk } satisfies ToFetchWorker, own ? [chunk.buffer as ArrayBuffer] : []);
-      this.#unacked += size;
-      batch = [];
-      size = 0;
+        wakeUp(flow);
+        settled(result);
+      },
     };
-    for await (const chunk of bytes) {
-      if (outcome) break;
-      batch.push(chunk);
-      size += chunk.length;
-      if (size >= batchSize) flush();
-      while (this.#unacked > maxUnacked && !outcome) await new Promise<void>((resolve) => (this.#wake = resolve));
+    this.#parts.set(part, flow);
+    try {
+      this.#worker.postMessage({ type: 'part', part, what } satisfies ToFetchWorker);
+      let batch: Buffer[] = [];
+      let size = 0;
+      const flush = () => {
+        // A fresh buffer of its own, so it can be transferred (moved, not copied) to the worker.
+        const chunk = Buffer.concat(batch, size);
+        const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
+        this.#worker.postMessage({ type: 'data', part, chunk } satisfies ToFetchWorker, own ? [chunk.buffer as ArrayBuffer] : []);
+        flow.unacked += size;
+        batch = [];
+        size = 0;
+      };
+      for await (const chunk of bytes) {
+        if (outcome) break;
+        batch.push(chunk);
+        size += chunk.length;
+        if (size >= batchSize) flush();
+        while (flow.unacked > maxUnacked && !outcome) await new Promise<void>((resolve) => (flow.wake = resolve));
+      }
+      if (!outcome) {
+        if (size > 0) flush();
+        this.#worker.postMessage({ type: 'end', part } satisfies ToFetchWorker);
+      }
+      const result = await ended;
+      if (result instanceof Error) throw result;
+      if (result.type === 'failed') throw workerError(result.error);
+      if (result.type !== 'done') throw new Error(`unexpected message from a backup-fetch worker: ${result.type}`);
+      return result;
+    } finally {
+      this.#parts.delete(part);
     }
-    if (!outcome) {
-      if (size > 0) flush();
-      this.#worker.postMessage({ type: 'end' } satisfies ToFetchWorker);
-    }
-    const result = await settled;
-    if (result instanceof Error) throw result;
-    if (result.type === 'failed') throw workerError(result.error);
-    if (result.type !== 'done') throw new Error(`unexpected message from a backup-fetch worker: ${result.type}`);
-    return result;
   }
 
   abort(): void {
@@ -293,6 +315,12 @@ class FetchWorker {
     await this.#exited;
     clearTimeout(timer);
   }
+}
+
+function wakeUp(flow: PartFlow): void {
+  const wake = flow.wake;
+  flow.wake = undefined;
+  wake?.();
 }
 
 /** Stored bytes sent to a worker at a time, and at most this many not yet decoded. */

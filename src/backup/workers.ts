@@ -16,17 +16,19 @@ export interface FetchWorkerData {
   tablespaceMap: string;
 }
 
+/** To a worker, which may be laying down several parts at once: part messages name their part. */
 export type ToFetchWorker =
   | { type: 'part'; part: number; what: string }
   /** The part's stored bytes, decrypted, in order; the buffer is transferred. */
-  | { type: 'data'; chunk: Uint8Array }
-  | { type: 'end' }
+  | { type: 'data'; part: number; chunk: Uint8Array }
+  | { type: 'end'; part: number }
+  /** Stop every part in progress (another part failed). */
   | { type: 'abort' }
   | { type: 'close' };
 
 export type FromFetchWorker =
-  /** `bytes` of input consumed; `written` more bytes of files handed to the disk. */
-  | { type: 'ack'; bytes: number; written: number }
+  /** `bytes` of the part's input consumed; `written` more bytes of files handed to the disk. */
+  | { type: 'ack'; part: number; bytes: number; written: number }
   | { type: 'done'; part: number; seen: string[]; written: string[] }
   | { type: 'failed'; part: number; error: WorkerFailure };
 
