@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -54,4 +55,45 @@ test('a corrupt file in one of many parts fails the fetch promptly at any downlo
     );
     assert.deepEqual(await readdir(root).then((names) => names.includes(`target${round}`)), false, 'a target fetch created is removed again');
   }
+});
+
+test('many downloads at once share one worker thread per core, and every file is laid down', { timeout: 60_000 }, async () => {
+  const repo = join(root, 'repo-many');
+  await mkdir(repo);
+  const storage = new FileStorage(repo);
+  const files: ManifestEntry[] = [{ path: 'base', type: 'dir', mode: 0o700, mtime: 1 }];
+  const name = 'base_000000010000000000000004';
+  const parts = 8;
+  for (let part = 1; part <= parts; part++) {
+    const body = Buffer.alloc(6 << 20, part);
+    const path = `base/p${part}`;
+    files.push({ path, type: 'file', mode: 0o600, mtime: 1, size: body.length, sha256: sha(body), part });
+    const tar = Buffer.concat([tarHeader({ name: path, type: 'file', size: body.length, mode: 0o600, mtime: 1 }), body, padding(body.length), endOfArchive]);
+    await storage.put(keys.backupPart(name, part), await buffer(await encodeObject(Readable.from([tar]), { compression: 'zstd' })));
+  }
+  const manifest = {
+    format: manifestFormat,
+    name,
+    systemIdentifier: '1',
+    backupLabel: 'label',
+    tablespaceMap: '',
+    tablespaces: [],
+    size: 0,
+    parts: Array.from({ length: parts }, (_, i) => ({ number: i + 1, size: 0, storedSize: 0, files: 1 })),
+    files,
+  } as unknown as BackupManifest;
+  // Threads of this process, sampled while the fetch runs (libuv's pool already runs: the parts were stored through it).
+  const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const before = threads();
+  let most = before;
+  const sampler = setInterval(() => (most = Math.max(most, threads())), 2);
+  const target = join(root, 'target-many');
+  try {
+    // pg_control is missing from this hand-made backup: the fetch fails after laying every part down.
+    await assert.rejects(fetchBackup({ storage, encryption: undefined, backup: name, manifest, target, downloadConcurrency: 8 }), /pg_control is missing/);
+  } finally {
+    clearInterval(sampler);
+  }
+  // One thread per worker (measured: +2 here on 2 cores; a worker per download added 8).
+  assert.ok(most - before <= availableParallelism() + 2, `threads went from ${before} to ${most}`);
 });
