@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
-import { encodeObject } from '../../src/codec/codec.ts';
+import { encodeObject, type Compression } from '../../src/codec/codec.ts';
 import { fetchBackup } from '../../src/backup/fetch.ts';
 import { manifestFormat, type BackupManifest, type ManifestEntry } from '../../src/backup/manifest.ts';
 import { endOfArchive, padding, tarHeader } from '../../src/backup/tar.ts';
@@ -18,23 +18,28 @@ const root = await mkdtemp(join(tmpdir(), 'walship-fetch-'));
 after(() => rm(root, { recursive: true, force: true }));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-test('a corrupt file in one of many parts fails the fetch promptly at any download concurrency: no hang, no leftovers', { timeout: 60_000 }, async () => {
-  const repo = join(root, 'repo');
+interface HandMadeFile {
+  path: string;
+  body: Buffer;
+  /** What the manifest says, when it is to lie. */
+  sha256?: string;
+}
+
+/** A backup made by hand in a fresh file:// repository: one tar part per list of files; returns its storage and manifest. */
+async function handMadeBackup(dir: string, name: string, parts: { files: HandMadeFile[]; compression: Compression }[]): Promise<{ storage: FileStorage; manifest: BackupManifest }> {
+  const repo = join(root, dir);
   await mkdir(repo);
   const storage = new FileStorage(repo);
   const files: ManifestEntry[] = [{ path: 'base', type: 'dir', mode: 0o700, mtime: 1 }];
-  const name = 'base_000000010000000000000002';
-  for (let part = 1; part <= 6; part++) {
+  for (const [i, { files: content, compression }] of parts.entries()) {
+    const part = i + 1;
     const chunks: Buffer[] = [];
-    for (let f = 0; f < 8; f++) {
-      const body = Buffer.alloc(256 * 1024, part * 16 + f);
-      const path = `base/f${part}_${f}`;
-      const corrupt = part === 3 && f === 4;
-      files.push({ path, type: 'file', mode: 0o600, mtime: 1, size: body.length, sha256: corrupt ? '0'.repeat(64) : sha(body), part });
+    for (const { path, body, sha256 } of content) {
+      files.push({ path, type: 'file', mode: 0o600, mtime: 1, size: body.length, sha256: sha256 ?? sha(body), part });
       chunks.push(tarHeader({ name: path, type: 'file', size: body.length, mode: 0o600, mtime: 1 }), body, padding(body.length));
     }
     chunks.push(endOfArchive);
-    await storage.put(keys.backupPart(name, part), await buffer(await encodeObject(Readable.from([Buffer.concat(chunks)]), { compression: part % 2 ? 'none' : 'zstd' })));
+    await storage.put(keys.backupPart(name, part), await buffer(await encodeObject(Readable.from([Buffer.concat(chunks)]), { compression })));
   }
   const manifest = {
     format: manifestFormat,
@@ -44,9 +49,23 @@ test('a corrupt file in one of many parts fails the fetch promptly at any downlo
     tablespaceMap: '',
     tablespaces: [],
     size: 0,
-    parts: Array.from({ length: 6 }, (_, i) => ({ number: i + 1, size: 0, storedSize: 0, files: 8 })),
+    parts: parts.map((p, i) => ({ number: i + 1, size: 0, storedSize: 0, files: p.files.length })),
     files,
   } as unknown as BackupManifest;
+  return { storage, manifest };
+}
+
+test('a corrupt file in one of many parts fails the fetch promptly at any download concurrency: no hang, no leftovers', { timeout: 60_000 }, async () => {
+  const name = 'base_000000010000000000000002';
+  const parts = Array.from({ length: 6 }, (_, i) => ({
+    compression: (i % 2 ? 'zstd' : 'none') as Compression,
+    files: Array.from({ length: 8 }, (_, f) => ({
+      path: `base/f${i + 1}_${f}`,
+      body: Buffer.alloc(256 * 1024, (i + 1) * 16 + f),
+      ...(i + 1 === 3 && f === 4 ? { sha256: '0'.repeat(64) } : {}),
+    })),
+  }));
+  const { storage, manifest } = await handMadeBackup('repo', name, parts);
   for (let round = 0; round < 12; round++) {
     const target = join(root, `target${round}`);
     await assert.rejects(
@@ -58,30 +77,9 @@ test('a corrupt file in one of many parts fails the fetch promptly at any downlo
 });
 
 test('many downloads at once share one worker thread per core, and every file is laid down', { timeout: 60_000 }, async () => {
-  const repo = join(root, 'repo-many');
-  await mkdir(repo);
-  const storage = new FileStorage(repo);
-  const files: ManifestEntry[] = [{ path: 'base', type: 'dir', mode: 0o700, mtime: 1 }];
   const name = 'base_000000010000000000000004';
-  const parts = 8;
-  for (let part = 1; part <= parts; part++) {
-    const body = Buffer.alloc(6 << 20, part);
-    const path = `base/p${part}`;
-    files.push({ path, type: 'file', mode: 0o600, mtime: 1, size: body.length, sha256: sha(body), part });
-    const tar = Buffer.concat([tarHeader({ name: path, type: 'file', size: body.length, mode: 0o600, mtime: 1 }), body, padding(body.length), endOfArchive]);
-    await storage.put(keys.backupPart(name, part), await buffer(await encodeObject(Readable.from([tar]), { compression: 'zstd' })));
-  }
-  const manifest = {
-    format: manifestFormat,
-    name,
-    systemIdentifier: '1',
-    backupLabel: 'label',
-    tablespaceMap: '',
-    tablespaces: [],
-    size: 0,
-    parts: Array.from({ length: parts }, (_, i) => ({ number: i + 1, size: 0, storedSize: 0, files: 1 })),
-    files,
-  } as unknown as BackupManifest;
+  const parts = Array.from({ length: 8 }, (_, i) => ({ compression: 'zstd' as Compression, files: [{ path: `base/p${i + 1}`, body: Buffer.alloc(6 << 20, i + 1) }] }));
+  const { storage, manifest } = await handMadeBackup('repo-many', name, parts);
   // Threads of this process, sampled while the fetch runs (libuv's pool already runs: the parts were stored through it).
   const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
   const before = threads();
