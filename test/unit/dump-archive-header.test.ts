@@ -6,14 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseArchiveHeader } from '../../src/dump/archive-header.ts';
-
-function int(value: number): Buffer {
-  const b = Buffer.alloc(5);
-  b[0] = value < 0 ? 1 : 0;
-  b.writeUInt32LE(Math.abs(value), 1);
-  return b;
-}
-const str = (s: string) => Buffer.concat([int(Buffer.byteLength(s)), Buffer.from(s)]);
+import { int, str } from '../helpers/pg-dump-archive.ts';
 
 function header(minor: number, database: string, server: string, dumpVersion: string): Buffer {
   return Buffer.concat([

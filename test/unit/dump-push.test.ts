@@ -16,14 +16,8 @@ import { pushDatabaseDump } from '../../src/dump/push.ts';
 import { pgTools } from '../../src/dump/tools.ts';
 import { FileStorage } from '../../src/storage/file.ts';
 import type { Storage } from '../../src/storage/storage.ts';
+import { int, str } from '../helpers/pg-dump-archive.ts';
 
-function int(value: number): Buffer {
-  const b = Buffer.alloc(5);
-  b[0] = value < 0 ? 1 : 0;
-  b.writeUInt32LE(Math.abs(value), 1);
-  return b;
-}
-const str = (s: string) => Buffer.concat([int(Buffer.byteLength(s)), Buffer.from(s)]);
 const archiveHeader = Buffer.concat([
   Buffer.from('PGDMP'),
   Buffer.from([1, 14, 0, 4, 8, 1]),
