@@ -4,7 +4,7 @@
  * yields `undefined`, and the caller does the work itself: pushes and fetches are idempotent, so
  * doing one again after a daemon half-did it is safe.
  */
-import { connect } from 'node:net';
+import { askLine } from '../line-socket.ts';
 import type { Answer, Request } from './protocol.ts';
 
 export interface AskOptions {
@@ -14,36 +14,12 @@ export interface AskOptions {
   connectTimeoutMs?: number;
 }
 
-export function askDaemon(socketPath: string, request: Request, options: AskOptions): Promise<Answer | undefined> {
-  return new Promise((resolve) => {
-    let settled = false;
-    let buffer = '';
-    const done = (answer: Answer | undefined) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(answer);
-    };
-    const socket = connect(socketPath);
-    let timer = setTimeout(() => done(undefined), options.connectTimeoutMs ?? 2000);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => done(undefined), options.timeoutMs);
-      socket.write(`${JSON.stringify(request)}\n`);
-    });
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const end = buffer.indexOf('\n');
-      if (end < 0) return;
-      try {
-        done(JSON.parse(buffer.slice(0, end)) as Answer);
-      } catch {
-        done(undefined);
-      }
-    });
-    socket.on('error', () => done(undefined));
-    socket.on('close', () => done(undefined));
-  });
+export async function askDaemon(socketPath: string, request: Request, options: AskOptions): Promise<Answer | undefined> {
+  const answer = await askLine(socketPath, JSON.stringify(request), { timeoutMs: options.timeoutMs, connectTimeoutMs: options.connectTimeoutMs ?? 2000 });
+  if (!answer) return undefined;
+  try {
+    return JSON.parse(answer) as Answer;
+  } catch {
+    return undefined;
+  }
 }

@@ -16,8 +16,9 @@ import type { Server as HttpServer } from 'node:http';
 import { ExitCode, oneLine, WalshipError } from '../errors.ts';
 import { log } from '../log.ts';
 import { version } from '../version.ts';
+import { readRequests } from '../line-socket.ts';
 import { isNotFound } from '../storage/storage.ts';
-import { consumeMarker, markers, readyFiles, runPool, sweepMarkers, writeMarker } from '../wal/lookahead.ts';
+import { consumeMarker, markers, readyFiles, sweepMarkers, writeMarker } from '../wal/lookahead.ts';
 import { pushWalFile, type WalPushContext } from '../wal/push.ts';
 import { fetchForRecovery, fetchWalFile, type WalFetchContext } from '../wal/fetch.ts';
 import { Prefetcher } from '../wal/prefetch.ts';
@@ -222,18 +223,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   const serve = (socket: Socket) => {
     connections.add(socket);
     socket.on('close', () => connections.delete(socket));
-    let buffer = '';
-    socket.setEncoding('utf8');
-    socket.on('error', () => {});
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const end = buffer.indexOf('\n');
-      if (end < 0) {
-        if (buffer.length > 64 * 1024) socket.destroy();
-        return;
-      }
-      const line = buffer.slice(0, end);
-      buffer = '';
+    readRequests(socket, (line) => {
       socket.pause();
       let request: Request;
       try {

@@ -21,7 +21,8 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { askLine, readRequests } from '../line-socket.ts';
 import { dirname, join, resolve } from 'node:path';
 import { log } from '../log.ts';
 import { lsnOfSegment, parseWalFileName, segmentFileName, segmentNumber } from '../pg/wal-names.ts';
@@ -115,31 +116,13 @@ export type PrefetchAnswer = 'have' | 'miss';
  * `waitMs`, also wait (at most that long) until the prefetcher has `name` spooled: 'have', or
  * 'miss' when it does not have it and is not fetching it. Undefined when no prefetcher runs.
  */
-export function tellPrefetcher(walDir: string, name: string, segmentSize: number | undefined, waitMs = 0): Promise<PrefetchAnswer | undefined> {
-  return new Promise((resolvePromise) => {
-    let settled = false;
-    let buffer = '';
-    const socket = connect(prefetcherAddress(walDir));
-    const done = (answer: PrefetchAnswer | undefined) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolvePromise(answer);
-    };
-    const timer = setTimeout(() => done(undefined), 1000 + waitMs);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => {
-      socket.write(`${JSON.stringify({ name, segmentSize, wait: waitMs > 0 })}\n`);
-      if (waitMs <= 0) socket.end();
-    });
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.includes('\n')) done(buffer.startsWith('have') ? 'have' : 'miss');
-    });
-    socket.on('error', () => done(undefined));
-    socket.on('close', () => done(waitMs > 0 ? undefined : 'miss'));
-  });
+export async function tellPrefetcher(walDir: string, name: string, segmentSize: number | undefined, waitMs = 0): Promise<PrefetchAnswer | undefined> {
+  const request = JSON.stringify({ name, segmentSize, wait: waitMs > 0 });
+  const answer = await askLine(prefetcherAddress(walDir), request, { timeoutMs: 1000 + waitMs, noAnswer: waitMs <= 0 });
+  if (answer === undefined) return undefined;
+  // Closed without an answer: what a prefetcher told without waiting does; waited for, it failed.
+  if (answer === null) return waitMs > 0 ? undefined : 'miss';
+  return answer.startsWith('have') ? 'have' : 'miss';
 }
 
 export interface PrefetcherOptions {
@@ -310,15 +293,7 @@ export class Prefetcher {
   }
 
   #serve(socket: Socket): void {
-    let buffer = '';
-    socket.setEncoding('utf8');
-    socket.on('error', () => {});
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const end = buffer.indexOf('\n');
-      if (end < 0) return;
-      const line = buffer.slice(0, end);
-      buffer = '';
+    readRequests(socket, (line) => {
       let message: { name?: unknown; segmentSize?: unknown; wait?: unknown };
       try {
         message = JSON.parse(line);
