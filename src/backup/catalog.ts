@@ -6,6 +6,7 @@ import { parseLsn } from '../pg/wal-names.ts';
 import { keys } from '../repository.ts';
 import { isNotFound, type Storage } from '../storage/storage.ts';
 import { readManifest, summaryOf, type BackupSummary } from './manifest.ts';
+import { forEachConcurrently } from '../pool.ts';
 
 /**
  * The complete backups of a repository, oldest first (by start LSN, then name). A backup is
@@ -28,17 +29,12 @@ export async function listBackups(storage: Storage, encryption: Encryption | und
   // A few reads at a time: one small GET per backup.
   const names = [...complete];
   const result: BackupSummary[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < names.length) {
-      const name = names[next++]!;
-      let summary: BackupSummary | undefined;
-      if (summaries.has(name)) summary = await readSummary(storage, name);
-      summary ??= summaryOf(await readManifest(storage, name, encryption));
-      result.push(summary);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(8, names.length) }, worker));
+  await forEachConcurrently(names, 8, async (name) => {
+    let summary: BackupSummary | undefined;
+    if (summaries.has(name)) summary = await readSummary(storage, name);
+    summary ??= summaryOf(await readManifest(storage, name, encryption));
+    result.push(summary);
+  });
   return result.sort(byStart);
 }
 

@@ -19,6 +19,7 @@ import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:
 import { basename, dirname, join } from 'node:path';
 import { log } from '../log.ts';
 import { parseWalFileName } from '../pg/wal-names.ts';
+import { forEachConcurrently } from '../pool.ts';
 
 export const localStateDir = 'walship';
 export const markerDirName = 'archived';
@@ -166,20 +167,9 @@ export async function pushWithLookahead(
       }
     }),
   ];
-  await runPool(jobs, Math.max(1, options.concurrency));
+  await forEachConcurrently(jobs, options.concurrency, (job) => job());
   if (requestedError !== undefined) throw requestedError;
   if (result.marked.length) log.debug('lookahead archived', { files: result.marked.length });
   return result;
 }
 
-/** Run jobs with at most `limit` at once, in order of the list. */
-export async function runPool(jobs: (() => Promise<void>)[], limit: number): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(limit, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const job = jobs[next++]!;
-      await job();
-    }
-  });
-  await Promise.all(lanes);
-}

@@ -26,6 +26,7 @@ import { keys } from '../repository.ts';
 import type { Storage } from '../storage/storage.ts';
 import { walRequirements, segmentOfLsn, type BackupDescriptor, type WalFloor } from '../retention/plan.ts';
 import { compareBig, currentTimeline, lineageRanges, timelineForSegment, historyFileName, type WalInventory } from './inventory.ts';
+import { forEachConcurrently } from '../pool.ts';
 
 export interface VerifyOptions {
   /** Decode every required object (default true); false checks continuity only. */
@@ -189,7 +190,7 @@ export async function verifyArchive(
     const sysid = options.systemIdentifier;
     const majors = new Map<string, number>();
     let done = 0;
-    await pool(list, options.concurrency ?? 2, async (name) => {
+    await forEachConcurrently(list, options.concurrency ?? 2, async (name) => {
       const result = await checkObject(storage, encryption, name, segmentSize, sysid);
       checkedObjects++;
       checkedBytes += result.bytes;
@@ -351,14 +352,6 @@ function run(file: string, args: string[]): Promise<{ code: number; stderr: stri
     child.on('error', (err) => resolve({ code: 127, stderr: err.message }));
     child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
   });
-}
-
-async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, async () => {
-    while (next < items.length) await work(items[next++]!);
-  });
-  await Promise.all(workers);
 }
 
 /** pg_waldump executables on this machine, by the PostgreSQL major whose WAL they read. */
