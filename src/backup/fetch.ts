@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { decryptedObject, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError, WalshipError } from '../errors.ts';
 import { syncDirectory } from '../fsutil.ts';
+import { forEachConcurrently } from '../pool.ts';
 import { log } from '../log.ts';
 import { controlFilePath, parseControlFile } from '../pg/control-file.ts';
 import { keys, readRepositoryInfo } from '../repository.ts';
@@ -157,7 +158,7 @@ class Extractor {
   }
 
   async run(): Promise<void> {
-    const queue = this.#manifest.parts.map((p) => p.number).sort((a, b) => a - b);
+    const parts = this.#manifest.parts.map((p) => p.number).sort((a, b) => a - b);
     const data: FetchWorkerData = {
       target: this.#layout.target,
       tablespaces: this.#layout.tablespaces,
@@ -166,26 +167,30 @@ class Extractor {
       backupLabel: this.#manifest.backupLabel,
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
     };
-    const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, queue.length));
+    const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, parts.length));
     const workers = Array.from({ length: Math.min(streams, availableParallelism()) }, () => new FetchWorker(data, this.#progress));
-    const loop = async () => {
-      for (let part = queue.shift(); part !== undefined && this.#failure === undefined; part = queue.shift()) {
-        // The least busy worker; parts differ in size, so a fixed assignment would leave one idle.
-        const worker = workers.reduce((a, b) => (b.active < a.active ? b : a));
-        try {
-          const result = await this.#part(worker, part);
-          for (const path of result.seen) this.seen.add(path);
-          this.written.push(...result.written);
-        } catch (err) {
-          if (this.#failure === undefined) {
-            this.#failure = err;
-            for (const w of workers) w.abort();
-          }
+    const load = new Map(workers.map((w) => [w, 0]));
+    const extract = async (part: number) => {
+      if (this.#failure !== undefined) return;
+      // The least busy worker, counted from the moment it is chosen (the part's download starts
+      // before the worker hears of it); parts differ in size, so a fixed assignment would leave one idle.
+      const worker = workers.reduce((a, b) => (load.get(b)! < load.get(a)! ? b : a));
+      load.set(worker, load.get(worker)! + 1);
+      try {
+        const result = await this.#part(worker, part);
+        for (const path of result.seen) this.seen.add(path);
+        this.written.push(...result.written);
+      } catch (err) {
+        if (this.#failure === undefined) {
+          this.#failure = err;
+          for (const w of workers) w.abort();
         }
+      } finally {
+        load.set(worker, load.get(worker)! - 1);
       }
     };
     try {
-      await Promise.all(Array.from({ length: streams }, loop));
+      await forEachConcurrently(parts, streams, extract);
     } finally {
       await Promise.all(workers.map((w) => w.close()));
     }
@@ -248,11 +253,6 @@ class FetchWorker {
         resolve();
       }),
     );
-  }
-
-  /** Parts in progress. */
-  get active(): number {
-    return this.#parts.size;
   }
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
@@ -354,18 +354,14 @@ async function checkControlFile(target: string, manifest: BackupManifest): Promi
 }
 
 async function syncAll(paths: string[]): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < paths.length) {
-      const handle = await open(paths[next++]!, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+  await forEachConcurrently(paths, 8, async (path) => {
+    const handle = await open(path, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
     }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  });
 }
 
 async function writeDurable(path: string, text: string): Promise<void> {
