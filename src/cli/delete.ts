@@ -88,7 +88,7 @@ export function register(program: Command): void {
       const result = await executePlan(storage, plan);
       if (flags.json) process.stdout.write(`${JSON.stringify(planJson(plan, true, result), null, 2)}\n`);
       else {
-        const { formatBytes } = await import('../retention/format.ts');
+        const { formatBytes } = await import('../backup/progress.ts');
         process.stdout.write(
           `deleted: ${result.backups} backups, ${result.incomplete} incomplete backups, ${result.wal} WAL files, ${result.temp} temporary files (${result.objects} objects, ${formatBytes(result.bytes)})${
             result.skipped.length ? `; kept ${result.skipped.join(', ')} (changed since the plan; WAL left for the next run)` : ''

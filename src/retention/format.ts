@@ -1,4 +1,5 @@
 /** Text and JSON renderings of retention plans, WAL inventories, verification, check and status. */
+import { formatBytes } from '../backup/progress.ts';
 import { segmentNumber } from '../pg/wal-names.ts';
 import type { VerifyReport } from '../wal/verify.ts';
 import type { WalInventory } from '../wal/inventory.ts';
@@ -7,17 +8,6 @@ import { formatLsn } from '../pg/wal-names.ts';
 import type { BackupDescriptor, RetentionPlan, RetentionRule, WalObject } from './plan.ts';
 import type { ExecuteResult } from './execute.ts';
 import type { CheckReport, StatusReport } from './health.ts';
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[u]}`;
-}
 
 const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
 
