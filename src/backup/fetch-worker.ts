@@ -9,6 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { close, fdatasync, fsync, openSync, writev } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { payloadDecoder, type PayloadDecoder } from '../codec/decoder.ts';
+import { releaseBuffer } from '../buffers.ts';
 import { integrityError, WalshipError } from '../errors.ts';
 import { fromManifest, Layout } from './layout.ts';
 import { unsafePath, type ManifestEntry } from './manifest.ts';
@@ -300,6 +301,12 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       }
       if (!out) return;
       const inScratch = out.buffer === s.buffer.buffer;
+      // A buffer of the decoder's own (an lz4 frame, lz4-napi's memory, which V8 does not count
+      // and so collects late) is freed as soon as the tar reader and its writes are done with it.
+      const own = { holds: 1 };
+      const letGo = () => {
+        if (--own.holds === 0) releaseBuffer(out);
+      };
       writer.holdBuffer = inScratch
         ? () => {
             s.holds++;
@@ -307,13 +314,17 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
               if (--s.holds === 0) s.free?.();
             };
           }
-        : () => () => {};
+        : () => {
+            own.holds++;
+            return letGo;
+          };
       try {
         tar.push(out);
       } catch (err) {
         throw asCorrupt(err, 'not a valid backup part');
       }
       if (inScratch) slot = (slot + 1) % scratchCount;
+      else letGo();
       await writes.below(maxInFlight);
     }
   };
@@ -323,12 +334,13 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       const message = await inbox.next();
       if (message.type === 'abort') throw new Error('aborted: another part failed');
       if (message.type === 'end') break;
-      let input = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
+      const bytes = message.chunk.byteLength; // taken now: the chunk is freed once decoded
+      let input = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, bytes);
       if (!decoder) {
         // The compression is told by the first bytes (4 are enough for every magic).
         head = head.length ? Buffer.concat([head, input]) : input;
         if (head.length < 4) {
-          send({ type: 'ack', part, bytes: message.chunk.byteLength, written: 0 });
+          send({ type: 'ack', part, bytes, written: 0 });
           continue;
         }
         try {
@@ -340,7 +352,8 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       }
       decoder.push(input);
       await drain();
-      send({ type: 'ack', part, bytes: message.chunk.byteLength, written: writer.takeWrittenBytes() });
+      if (decoder.consumesInput) releaseBuffer(input);
+      send({ type: 'ack', part, bytes, written: writer.takeWrittenBytes() });
     }
     if (!decoder) {
       decoder = payloadDecoder(head);

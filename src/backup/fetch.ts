@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import { ownsMemory, releaseBuffer } from '../buffers.ts';
 import { decryptedObject, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError, WalshipError } from '../errors.ts';
 import { syncDirectory } from '../fsutil.ts';
@@ -276,10 +277,11 @@ class FetchWorker {
       let batch: Buffer[] = [];
       let size = 0;
       const flush = () => {
-        // A fresh buffer of its own, so it can be transferred (moved, not copied) to the worker.
-        const chunk = Buffer.concat(batch, size);
-        const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
-        this.#worker.postMessage({ type: 'data', part, chunk } satisfies ToFetchWorker, own ? [chunk.buffer as ArrayBuffer] : []);
+        // A buffer of its own, so it can be transferred (moved, not copied) to the worker; the
+        // pieces gathered into it are freed now, not when V8 next collects.
+        const chunk = batch.length === 1 && ownsMemory(batch[0]!) ? batch[0]! : Buffer.concat(batch, size);
+        if (chunk !== batch[0]) batch.forEach(releaseBuffer);
+        this.#worker.postMessage({ type: 'data', part, chunk } satisfies ToFetchWorker, ownsMemory(chunk) ? [chunk.buffer as ArrayBuffer] : []);
         flow.unacked += size;
         batch = [];
         size = 0;

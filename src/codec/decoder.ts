@@ -19,6 +19,11 @@ export interface PayloadDecoder {
   next(scratch: Buffer): Buffer | undefined;
   /** The input is complete: throws when it ended inside a frame. */
   end(): void;
+  /**
+   * Once next() has returned undefined, the decoder keeps no view of the inputs it was given, so
+   * the caller may free them. False for plain payloads, which come back as the output itself.
+   */
+  readonly consumesInput: boolean;
 }
 
 /** A decoder for the compression these first bytes announce (at least 4 bytes, unless the object is shorter). */
@@ -35,6 +40,7 @@ interface ZstdDCtx {
 }
 
 class ZstdDecoder implements PayloadDecoder {
+  readonly consumesInput = true;
   readonly #dctx: ZstdDCtx;
   #input: Buffer = Buffer.alloc(0);
   /** zstd holds more output than the last call had room for. */
@@ -72,6 +78,7 @@ class ZstdDecoder implements PayloadDecoder {
 }
 
 class Lz4Decoder implements PayloadDecoder {
+  readonly consumesInput = true;
   readonly #frames = new Lz4FrameSplitter();
   readonly #decompress = (requireNative('lz4-napi') as typeof import('lz4-napi')).decompressFrameSync;
 
@@ -84,6 +91,7 @@ class Lz4Decoder implements PayloadDecoder {
       const out = this.#decompress(frame);
       if (out.length > 0) return out;
     }
+    this.#frames.compact();
     return undefined;
   }
 
@@ -93,6 +101,7 @@ class Lz4Decoder implements PayloadDecoder {
 }
 
 class PlainDecoder implements PayloadDecoder {
+  readonly consumesInput = false;
   #input: Buffer | undefined;
 
   push(input: Buffer): void {

@@ -93,6 +93,11 @@ export class Lz4FrameSplitter {
     return all.subarray(0, frameEnd);
   }
 
+  /** Copies the start of a frame still waiting for its end, so no view of the chunks pushed so far is kept. */
+  compact(): void {
+    if (this.#size > 0) this.#chunks = [Buffer.concat(this.#chunks, this.#size)];
+  }
+
   /** The input is complete: throws when it ends inside a frame. */
   end(): void {
     if (this.#size > 0) throw new Error('lz4 stream ends in the middle of a frame (truncated object)');

@@ -5,6 +5,7 @@
  * wal-push, which runs once per WAL file, loads only this.
  */
 import crypto from 'node:crypto';
+import { releaseBuffer } from '../../buffers.ts';
 import { usageError } from '../../errors.ts';
 import { hkdf, serializeHeader } from './header.ts';
 import type { Stanza } from './header.ts';
@@ -78,7 +79,9 @@ export async function wholeEncryptor(recipients: readonly AgeRecipient[]): Promi
     const chunkNonceBytes = Buffer.alloc(12);
     for (let i = 0; i < chunks; i++) {
       const cipher = chunkCipher(key, chunkNonceBytes, i, i === chunks - 1);
-      at += cipher.update(data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)).copy(out, at);
+      const sealed = cipher.update(data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE));
+      at += sealed.copy(out, at);
+      releaseBuffer(sealed);
       cipher.final();
       at += cipher.getAuthTag().copy(out, at);
     }
