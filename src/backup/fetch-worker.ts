@@ -334,7 +334,7 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       const message = await inbox.next();
       if (message.type === 'abort') throw new Error('aborted: another part failed');
       if (message.type === 'end') break;
-      const bytes = message.chunk.byteLength; // taken now: the chunk is freed once decoded
+      const bytes = message.chunk.byteLength; // taken now: the decoder frees the chunk once decoded
       let input = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, bytes);
       if (!decoder) {
         // The compression is told by the first bytes (4 are enough for every magic).
@@ -352,7 +352,6 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       }
       decoder.push(input);
       await drain();
-      if (decoder.consumesInput) releaseBuffer(input);
       send({ type: 'ack', part, bytes, written: writer.takeWrittenBytes() });
     }
     if (!decoder) {

@@ -4,26 +4,25 @@
  * per chunk); lz4 decodes whole frames. The Transform streams in codec.ts remain the general path.
  */
 import { createRequire } from 'node:module';
+import { releaseBuffer } from '../buffers.ts';
 import { sniff } from './codec.ts';
 import { Lz4FrameSplitter } from './lz4-frames.ts';
 
 const requireNative = createRequire(import.meta.url);
 
 export interface PayloadDecoder {
-  /** The next input bytes; give them only after next() returned undefined. */
+  /**
+   * The next input bytes; give them only after next() returned undefined. The decoder takes them
+   * over: it frees them (releaseBuffer) once decoded, unless they come back as output.
+   */
   push(input: Buffer): void;
   /**
-   * The next decoded bytes, either in `scratch` (a subarray of it) or in a buffer of the
-   * decoder's own; undefined when it needs more input.
+   * The next decoded bytes, either in `scratch` (a subarray of it) or in a buffer the caller then
+   * owns; undefined when it needs more input.
    */
   next(scratch: Buffer): Buffer | undefined;
   /** The input is complete: throws when it ended inside a frame. */
   end(): void;
-  /**
-   * Once next() has returned undefined, the decoder keeps no view of the inputs it was given, so
-   * the caller may free them. False for plain payloads, which come back as the output itself.
-   */
-  readonly consumesInput: boolean;
 }
 
 /** A decoder for the compression these first bytes announce (at least 4 bytes, unless the object is shorter). */
@@ -40,8 +39,8 @@ interface ZstdDCtx {
 }
 
 class ZstdDecoder implements PayloadDecoder {
-  readonly consumesInput = true;
   readonly #dctx: ZstdDCtx;
+  #pushed: Buffer | undefined;
   #input: Buffer = Buffer.alloc(0);
   /** zstd holds more output than the last call had room for. */
   #pendingOutput = false;
@@ -53,6 +52,7 @@ class ZstdDecoder implements PayloadDecoder {
   }
 
   push(input: Buffer): void {
+    this.#pushed = input;
     this.#input = input;
   }
 
@@ -63,12 +63,15 @@ class ZstdDecoder implements PayloadDecoder {
       // A call that moved nothing says nothing of the frame: after a frame's end, it announces the next header.
       if (produced === 0 && consumed === 0) {
         if (this.#input.length > 0) throw new Error('zstd made no progress');
-        return undefined;
+        break;
       }
       this.#input = this.#input.subarray(consumed);
       this.#inFrame = ret !== 0;
       if (produced > 0) return scratch.subarray(0, produced);
     }
+    // All of it decoded: zstd keeps what it still needs (its window) in its own memory.
+    if (this.#pushed) releaseBuffer(this.#pushed);
+    this.#pushed = undefined;
     return undefined;
   }
 
@@ -78,8 +81,7 @@ class ZstdDecoder implements PayloadDecoder {
 }
 
 class Lz4Decoder implements PayloadDecoder {
-  readonly consumesInput = true;
-  readonly #frames = new Lz4FrameSplitter();
+  readonly #frames = new Lz4FrameSplitter(releaseBuffer);
   readonly #decompress = (requireNative('lz4-napi') as typeof import('lz4-napi')).decompressFrameSync;
 
   push(input: Buffer): void {
@@ -91,7 +93,6 @@ class Lz4Decoder implements PayloadDecoder {
       const out = this.#decompress(frame);
       if (out.length > 0) return out;
     }
-    this.#frames.compact();
     return undefined;
   }
 
@@ -101,7 +102,6 @@ class Lz4Decoder implements PayloadDecoder {
 }
 
 class PlainDecoder implements PayloadDecoder {
-  readonly consumesInput = false;
   #input: Buffer | undefined;
 
   push(input: Buffer): void {

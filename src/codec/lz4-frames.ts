@@ -65,42 +65,73 @@ export class Lz4FrameEncoder extends Transform {
   }
 }
 
-/** Splits a byte stream at LZ4 frame boundaries, by reading frame and block headers only. */
+/**
+ * Splits a byte stream at LZ4 frame boundaries, by reading frame and block headers only. A frame
+ * within one chunk is returned as a view of it; one that spans chunks is assembled in a buffer
+ * reused for every such frame, so nothing else is copied. A frame is valid until the next call.
+ */
 export class Lz4FrameSplitter {
-  #chunks: Buffer[] = [];
+  /** Unread bytes: each chunk as pushed, from `start` on. */
+  #chunks: { whole: Buffer; start: number }[] = [];
   #size = 0;
   /** Offset within the current frame up to which headers have been parsed. */
   #cursor = 0;
   #state: 'header' | 'blocks' = 'header';
   #blockChecksum = false;
   #contentChecksum = false;
+  #assembly = Buffer.alloc(0);
+  /** Chunks read to their end, given to `onConsumed` at the next call (the last frame may still be a view of them). */
+  #consumed: Buffer[] = [];
+  readonly #onConsumed: ((chunk: Buffer) => void) | undefined;
+
+  /** `onConsumed` receives each pushed chunk once no frame needs it any more. */
+  constructor(onConsumed?: (chunk: Buffer) => void) {
+    this.#onConsumed = onConsumed;
+  }
 
   push(chunk: Buffer): void {
-    this.#chunks.push(chunk);
+    this.#chunks.push({ whole: chunk, start: 0 });
     this.#size += chunk.length;
   }
 
   /** The next complete frame, or undefined until more bytes arrive. */
   nextFrame(): Buffer | undefined {
+    for (const chunk of this.#consumed.splice(0)) this.#onConsumed?.(chunk);
     const frameEnd = this.#scan();
     if (frameEnd === undefined) return undefined;
-    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#size);
-    const rest = all.subarray(frameEnd);
-    this.#chunks = rest.length ? [rest] : [];
-    this.#size = rest.length;
+    const first = this.#chunks[0]!;
+    let frame: Buffer;
+    if (first.whole.length - first.start >= frameEnd) {
+      frame = first.whole.subarray(first.start, first.start + frameEnd);
+      this.#advance(frameEnd);
+    } else {
+      if (this.#assembly.length < frameEnd) this.#assembly = Buffer.allocUnsafeSlow(frameEnd);
+      for (let filled = 0; filled < frameEnd; ) {
+        const { whole, start } = this.#chunks[0]!;
+        const take = Math.min(whole.length - start, frameEnd - filled);
+        whole.copy(this.#assembly, filled, start, start + take);
+        filled += take;
+        this.#advance(take);
+      }
+      frame = this.#assembly.subarray(0, frameEnd);
+    }
     this.#cursor = 0;
     this.#state = 'header';
-    return all.subarray(0, frameEnd);
-  }
-
-  /** Copies the start of a frame still waiting for its end, so no view of the chunks pushed so far is kept. */
-  compact(): void {
-    if (this.#size > 0) this.#chunks = [Buffer.concat(this.#chunks, this.#size)];
+    return frame;
   }
 
   /** The input is complete: throws when it ends inside a frame. */
   end(): void {
+    for (const chunk of this.#consumed.splice(0)) this.#onConsumed?.(chunk);
     if (this.#size > 0) throw new Error('lz4 stream ends in the middle of a frame (truncated object)');
+  }
+
+  /** Drop `bytes` from the front of the first chunk. */
+  #advance(bytes: number): void {
+    const first = this.#chunks[0]!;
+    first.start += bytes;
+    this.#size -= bytes;
+    if (first.start === first.whole.length) this.#consumed.push(this.#chunks.shift()!.whole);
   }
 
   /** Advance over complete headers and blocks; the frame's end offset once it is all buffered. */
@@ -131,9 +162,9 @@ export class Lz4FrameSplitter {
   }
 
   #byte(offset: number): number {
-    for (const chunk of this.#chunks) {
-      if (offset < chunk.length) return chunk[offset]!;
-      offset -= chunk.length;
+    for (const { whole, start } of this.#chunks) {
+      if (offset < whole.length - start) return whole[start + offset]!;
+      offset -= whole.length - start;
     }
     throw new RangeError('offset past buffered data');
   }

@@ -8,7 +8,7 @@ test('releaseBuffer frees a buffer that owns its memory, once', () => {
   assert.equal(ownsMemory(buf), true);
   releaseBuffer(buf);
   assert.equal(buf.length, 0);
-  assert.equal(buf.buffer.detached, true);
+  assert.equal((buf.buffer as ArrayBuffer).detached, true);
   releaseBuffer(buf); // again: nothing happens, no throw
 });
 

@@ -15,8 +15,12 @@ import { payloadDecoder } from '../../src/codec/decoder.ts';
 const frame = 4 * 1024 * 1024;
 const encode = async (payload: Buffer, compression: Compression) => buffer(await encodeObject(Readable.from([payload], { objectMode: false }), { compression }));
 
-/** Decode `object` fed in pieces cut at `cuts`, into scratch buffers of `scratchSize` bytes. */
-function decode(object: Buffer, cuts: number[], scratchSize: number): Buffer {
+/**
+ * Decode `object` fed in pieces cut at `cuts`, into scratch buffers of `scratchSize` bytes. With
+ * `pieces`, each piece is a copy with memory of its own (as backup-fetch's chunks are), and is
+ * collected there.
+ */
+function decode(object: Buffer, cuts: number[], scratchSize: number, pieces?: Buffer[]): Buffer {
   const points = [...new Set(cuts.map((c) => Math.min(c, object.length)))].sort((a, b) => a - b).concat(object.length);
   const decoder = payloadDecoder(object.subarray(0, 4));
   const scratch = Buffer.alloc(scratchSize);
@@ -24,7 +28,9 @@ function decode(object: Buffer, cuts: number[], scratchSize: number): Buffer {
   let from = 0;
   for (const at of points) {
     if (at <= from) continue;
-    decoder.push(object.subarray(from, at));
+    const piece = pieces ? Buffer.from(Uint8Array.prototype.slice.call(object, from, at).buffer) : object.subarray(from, at);
+    pieces?.push(piece);
+    decoder.push(piece);
     // Copied: output in the scratch buffer is only valid until the next call.
     for (let chunk = decoder.next(scratch); chunk; chunk = decoder.next(scratch)) out.push(Buffer.from(chunk));
     from = at;
@@ -61,6 +67,20 @@ describe('payloadDecoder', () => {
       );
     });
   }
+
+  test('the decoder frees each input once decoded, and only then (plain input comes back as output)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('zstd' as const, 'lz4' as const, 'none' as const), fc.integer({ min: 1, max: 2 * frame + 5000 }), fc.array(fc.nat({ max: 2 * frame }), { maxLength: 8 }), async (compression, size, cuts) => {
+        const payload = payloadOf(size, size);
+        const pieces: Buffer[] = [];
+        // A piece freed too early would decode as nothing or garbage: the payload would differ.
+        assert.ok(decode(await encode(payload, compression), cuts, 1 << 20, pieces).equals(payload));
+        const freed = pieces.filter((p) => (p.buffer as ArrayBuffer).detached).length;
+        assert.equal(freed, compression === 'none' ? 0 : pieces.length, `${compression}: ${freed} of ${pieces.length} inputs freed`);
+      }),
+      { numRuns: 25 },
+    );
+  });
 
   test('several lz4 frames and large zstd output (> 8 MiB)', async () => {
     const payload = payloadOf(2 * frame + 12345, 7);
