@@ -7,6 +7,7 @@ import { ownsMemory, releaseBuffer } from '../buffers.ts';
 import { decryptedObject, type Encryption } from '../codec/codec.ts';
 import { integrityError, refusedError, usageError, WalshipError } from '../errors.ts';
 import { syncDirectory } from '../fsutil.ts';
+import { workerUrl } from '../worker-url.ts';
 import { forEachConcurrently } from '../pool.ts';
 import { log } from '../log.ts';
 import { controlFilePath, parseControlFile } from '../pg/control-file.ts';
@@ -15,7 +16,7 @@ import { isNotFound, type Storage } from '../storage/storage.ts';
 import { resolveBackup } from './catalog.ts';
 import { controlTemp, fromManifest, Layout, type TablespacePlan } from './layout.ts';
 import { readManifest, type BackupManifest } from './manifest.ts';
-import { workerError, workerUrl, type FetchWorkerData, type FromFetchWorker, type ToFetchWorker } from './workers.ts';
+import { workerError, type FetchWorkerData, type FromFetchWorker, type ToFetchWorker } from './workers.ts';
 import { formatBytes, mibPerSecond, startProgress, type Progress } from './progress.ts';
 
 export interface BackupFetchOptions {
@@ -234,7 +235,7 @@ class FetchWorker {
 
   constructor(data: FetchWorkerData, progress: Progress) {
     this.#progress = progress;
-    this.#worker = new Worker(workerUrl('fetch-worker'), { workerData: data });
+    this.#worker = new Worker(workerUrl('fetch-worker', import.meta.url), { workerData: data });
     this.#worker.on('message', (message: FromFetchWorker) => {
       const flow = this.#parts.get(message.part);
       if (!flow) return;

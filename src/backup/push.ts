@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { releaseBuffer } from '../buffers.ts';
 import { encodeObject, type EncodeOptions } from '../codec/codec.ts';
 import { postgresError, refusedError, usageError } from '../errors.ts';
 import { log } from '../log.ts';
@@ -222,16 +224,33 @@ class PartWriter {
   #next = 0;
   #partNumbers = 0;
   #failure: unknown;
+  #encode: EncodeOptions;
+  /** File chunks read here, nowhere else referenced once the codec has them (tar headers and padding are not here). */
+  readonly #readBuffers = new WeakSet<Buffer>();
 
   constructor(options: PartWriterOptions) {
     this.#o = options;
+    this.#encode = options.encode;
   }
 
   async writeAll(entries: WalkEntry[]): Promise<void> {
     this.#queue = entries;
     this.#next = 0;
-    const workers = Array.from({ length: Math.max(1, this.#o.uploadConcurrency) }, () => this.#worker());
-    await Promise.allSettled(workers);
+    const uploads = Math.max(1, this.#o.uploadConcurrency);
+    // lz4 parts: frames are made on threads of walship's own (see Lz4FrameThreads), one per core at
+    // most, one frame per part at a time (the parts run side by side), and each file chunk read is
+    // freed once the encoder has copied it (lz4 keeps none).
+    const threads = this.#o.encode.compression === 'lz4' ? new (await import('../codec/lz4-threads.ts')).Lz4FrameThreads(Math.min(uploads, availableParallelism())) : undefined;
+    const copied = (chunk: Buffer) => {
+      if (this.#readBuffers.delete(chunk)) releaseBuffer(chunk);
+    };
+    this.#encode = threads ? { ...this.#o.encode, lz4: { compress: threads.compress, copied, framesInFlight: 1 } } : this.#o.encode;
+    try {
+      await Promise.allSettled(Array.from({ length: uploads }, () => this.#worker()));
+    } finally {
+      this.#encode = this.#o.encode;
+      await threads?.close();
+    }
     if (this.#failure !== undefined) throw this.#failure;
   }
 
@@ -284,7 +303,7 @@ class PartWriter {
       })(),
       { objectMode: false, highWaterMark: readChunk },
     );
-    const encoded = await encodeObject(source, this.#o.encode);
+    const encoded = await encodeObject(source, this.#encode);
     // Counted through a generator: composing another Transform onto the codec's composed stream makes
     // Node emit an unhandled AbortError when a small object ends (readable done, writable side not).
     const counted = Readable.from(
@@ -353,6 +372,7 @@ class PartWriter {
         if (got === 0) break;
         if (this.#failure !== undefined) throw new Error('backup aborted');
         const data = got === want ? chunk : chunk.subarray(0, got);
+        this.#readBuffers.add(data);
         hash.update(data);
         if (segment !== undefined) await this.#verifyPages(entry.path, handle, data, offset, segment);
         offset += got;

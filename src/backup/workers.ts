@@ -53,13 +53,6 @@ export function workerError(failure: WorkerFailure): Error {
   return Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall, path: failure.path });
 }
 
-/** A worker's module: beside this file when running from source; dist/<name>.js in the build (this code sits in dist/ or dist/chunks/). */
-export function workerUrl(name: 'fetch-worker'): URL {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) return new URL(`./${name}.ts`, here);
-  return new URL(here.includes('/chunks/') ? `../${name}.js` : `./${name}.js`, here);
-}
-
 /** Messages as an async queue, for a worker's loop. */
 export class Inbox<T> {
   #queue: T[] = [];

@@ -1,5 +1,6 @@
 import { Readable, type Transform } from 'node:stream';
 import { integrityError, WalshipError } from '../errors.ts';
+import type { Lz4EncoderOptions } from './lz4-frames.ts';
 
 export type Compression = 'zstd' | 'lz4' | 'none';
 
@@ -22,6 +23,8 @@ export interface EncodeOptions {
   compression: Compression;
   level?: number | undefined;
   encryption?: Encryption | undefined;
+  /** lz4's encoder: where frames are made, and who hears of consumed input. */
+  lz4?: Lz4EncoderOptions | undefined;
 }
 
 const zstdMagic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -38,7 +41,7 @@ export async function encodeObject(payload: Readable, options: EncodeOptions): P
     stages.push(new CompressStream({ compressionLevel: options.level ?? 1, checksumFlag: true, nbWorkers: 1 }));
   } else if (options.compression === 'lz4') {
     const { Lz4FrameEncoder } = await import('./lz4-frames.ts');
-    stages.push(new Lz4FrameEncoder());
+    stages.push(new Lz4FrameEncoder(options.lz4));
   }
   if (options.encryption?.encrypt) stages.push(await options.encryption.encrypt());
   const encoded = stages.reduce<Readable>((stream, stage) => stream.compose(stage), payload);

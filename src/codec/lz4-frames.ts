@@ -8,28 +8,61 @@ import { compressFrame, decompressFrame } from 'lz4-napi';
  */
 const frameInput = 4 * 1024 * 1024;
 const frameMagic = 0x184d2204;
-/** Frames of one stream compressed at once on the thread pool (while the next one fills). */
-const framesInFlight = 2;
+/** Frames of one stream compressed at once (while the next one fills), unless told otherwise. */
+const defaultFramesInFlight = 2;
+
+/**
+ * Compresses `stage[0, length)` into one frame (content checksum on). The stage may be moved
+ * away meanwhile; it comes back with the frame.
+ */
+export type Lz4FrameCompressor = (stage: Buffer, length: number) => Promise<{ frame: Buffer; stage: Buffer }>;
+
+/** On libuv's thread pool: no start-up cost, for short streams (a WAL segment). */
+const onThreadPool: Lz4FrameCompressor = async (stage, length) => ({ frame: await compressFrame(stage.subarray(0, length), { contentChecksum: true }), stage });
+
+export interface Lz4EncoderOptions {
+  /** Where frames are made: libuv's thread pool by default; Lz4FrameThreads for long streams. */
+  compress?: Lz4FrameCompressor | undefined;
+  /** Told of each written chunk once it is copied into a frame's input, so its owner may free it. */
+  copied?: ((chunk: Buffer) => void) | undefined;
+  /** Frames compressed at once (default 2); 1 when several streams run side by side. */
+  framesInFlight?: number | undefined;
+}
 
 export class Lz4FrameEncoder extends Transform {
   /**
    * Frame payloads are gathered in a few buffers reused for the whole stream (a new 4 MiB buffer
-   * per frame kept V8's collector busy): one fills while the others' frames compress on the
-   * thread pool, and frames are pushed in order.
+   * per frame kept V8's collector busy): one fills while the others' frames compress, and frames
+   * are pushed in order.
    */
-  readonly #stages = Array.from({ length: framesInFlight + 1 }, () => Buffer.allocUnsafeSlow(frameInput));
+  readonly #stages: Buffer[];
   #current = 0;
   #staged = 0;
-  #compressing: Promise<Buffer>[] = [];
+  #compressing: { slot: number; done: Promise<{ frame: Buffer; stage: Buffer }> }[] = [];
   #frames = 0;
+  readonly #compress: Lz4FrameCompressor;
+  readonly #copied: ((chunk: Buffer) => void) | undefined;
+  readonly #framesInFlight: number;
+
+  constructor(options: Lz4EncoderOptions = {}) {
+    super();
+    this.#compress = options.compress ?? onThreadPool;
+    this.#copied = options.copied;
+    this.#framesInFlight = Math.max(1, options.framesInFlight ?? defaultFramesInFlight);
+    this.#stages = Array.from({ length: this.#framesInFlight + 1 }, () => Buffer.allocUnsafeSlow(frameInput));
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     if (this.#staged + chunk.length < frameInput) {
       chunk.copy(this.#stages[this.#current]!, this.#staged);
       this.#staged += chunk.length;
+      this.#copied?.(chunk);
       return done();
     }
-    this.#consume(chunk).then(() => done(), done);
+    this.#consume(chunk).then(() => {
+      this.#copied?.(chunk);
+      done();
+    }, done);
   }
 
   override _flush(done: TransformCallback): void {
@@ -48,20 +81,29 @@ export class Lz4FrameEncoder extends Transform {
     }
   }
 
-  /** Compress the current stage; wait, if need be, until the next stage's earlier frame is done. */
+  /**
+   * Compress the current stage; wait, if need be, until the next stage's earlier frame is done
+   * (and its buffer is back).
+   */
   async #startFrame(): Promise<void> {
-    const frame = compressFrame(this.#stages[this.#current]!.subarray(0, this.#staged), { contentChecksum: true });
-    frame.catch(() => {}); // awaited in order by #pushDone; not an unhandled rejection meanwhile
-    this.#compressing.push(frame);
+    const slot = this.#current;
+    const done = this.#compress(this.#stages[slot]!, this.#staged);
+    done.catch(() => {}); // awaited in order by #pushDone; not an unhandled rejection meanwhile
+    this.#compressing.push({ slot, done });
     this.#frames++;
     this.#staged = 0;
-    this.#current = (this.#current + 1) % this.#stages.length;
-    await this.#pushDone(framesInFlight);
+    this.#current = (slot + 1) % this.#stages.length;
+    await this.#pushDone(this.#framesInFlight);
   }
 
   /** Push finished frames, oldest first, until at most `keep` are still compressing. */
   async #pushDone(keep: number): Promise<void> {
-    while (this.#compressing.length > keep) this.push(await this.#compressing.shift()!);
+    while (this.#compressing.length > keep) {
+      const { slot, done } = this.#compressing.shift()!;
+      const { frame, stage } = await done;
+      this.#stages[slot] = stage;
+      this.push(frame);
+    }
   }
 }
 
