@@ -26,7 +26,7 @@ const send = (message: FromFetchWorker) => port.postMessage(message);
 const scratchSize = 1024 * 1024;
 const scratchCount = 8;
 /** Decoded bytes in flight to the disk at most (lz4 frames and plain parts write from their own buffers). */
-const maxInFlight = 16 * 1024 * 1024;
+const maxInFlight = 8 * 1024 * 1024;
 /** Files this large are flushed every so many bytes as they are written. */
 const syncEvery = 32 * 1024 * 1024;
 
