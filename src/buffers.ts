@@ -9,8 +9,10 @@
  */
 export function releaseBuffer(buf: Buffer): void {
   const backing = buf.buffer;
-  if (backing instanceof ArrayBuffer && !backing.detached && buf.byteOffset === 0 && backing.byteLength === buf.length) backing.transfer(0);
+  if (backing instanceof ArrayBuffer && !backing.detached && ownsMemory(buf)) backing.transfer(0);
 }
 
 /** True when `buf` spans its whole ArrayBuffer, so it can be transferred to another thread or released. */
-export const ownsMemory = (buf: Buffer): boolean => buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
+export function ownsMemory(buf: Buffer): boolean {
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
+}

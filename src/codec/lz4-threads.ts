@@ -7,6 +7,7 @@
  * keeps the thread pool.
  */
 import { Worker } from 'node:worker_threads';
+import { ownsMemory } from '../buffers.ts';
 import { workerUrl } from '../worker-url.ts';
 import type { Lz4FrameCompressor } from './lz4-frames.ts';
 
@@ -59,8 +60,8 @@ export class Lz4FrameThreads {
   readonly compress: Lz4FrameCompressor = (stage, length) => {
     const entry = this.#workers.reduce((a, b) => (b.jobs.size < a.jobs.size ? b : a));
     const id = this.#nextId++;
+    if (!ownsMemory(stage)) throw new Error('an lz4 stage buffer must own its memory');
     const input = stage.buffer as ArrayBuffer;
-    if (stage.byteOffset !== 0 || stage.byteLength !== input.byteLength) throw new Error('an lz4 stage buffer must own its memory');
     return new Promise((resolve, reject) => {
       entry.jobs.set(id, { resolve, reject });
       entry.worker.ref();
