@@ -9,8 +9,14 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decryptBuffer, generateIdentity, parseIdentity } from '../../src/codec/age/index.ts';
 import { decodeObject, encodeObject, type EncodeOptions } from '../../src/codec/codec.ts';
+import { encryptionFromConfig } from '../../src/codec/keys.ts';
 import { Lz4FrameThreads } from '../../src/codec/lz4-threads.ts';
+import { loadConfig } from '../../src/config/load.ts';
 import { keystream } from '../helpers/wal-files.ts';
 
 const MiB = 1024 * 1024;
@@ -60,6 +66,22 @@ describe('Lz4FrameThreads', () => {
       }),
       { numRuns: 12 },
     );
+  });
+
+  test('frames from the threads, then age: decrypting, then decoding lz4 (as age and lz4 do) gives the payload', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walship-lz4-threads-'));
+    try {
+      const emptyConfig = join(dir, 'empty.json');
+      writeFileSync(emptyConfig, '{}');
+      const key = generateIdentity();
+      const encryption = await encryptionFromConfig(loadConfig({ env: { WALSHIP_RECIPIENTS: key.recipient }, configPath: emptyConfig }));
+      const payload = payloadOf(9 * MiB + 321, 9);
+      const object = await encode(chunksOf(payload, [MiB, 5 * MiB]), { compression: 'lz4', encryption, lz4: { compress: threads.compress, framesInFlight: 1 } });
+      const decrypted = await decryptBuffer(object, [parseIdentity(key.identity)]);
+      assert.ok((await buffer(decodeObject(Readable.from([decrypted]), undefined, 'decrypted object'))).equals(payload));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a worker that goes away fails the stream, it does not hang', async () => {
