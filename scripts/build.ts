@@ -14,7 +14,8 @@ await build({
   // wal: the fast entry for wal-push/wal-fetch as PostgreSQL runs them (src/cli/wal-entry.ts).
   // fetch-worker: backup-fetch's worker thread (src/backup/workers.ts), loaded by URL.
   // lz4-worker: compresses lz4 frames for backup-push (src/codec/lz4-worker.ts), loaded by URL.
-  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts', 'fetch-worker': 'src/backup/fetch-worker.ts', 'lz4-worker': 'src/codec/lz4-worker.ts' },
+  // hash-worker: a fetch worker's hashing thread (src/backup/hashes.ts), loaded by URL.
+  entryPoints: { cli: 'src/cli/entry.ts', wal: 'src/cli/wal-entry.ts', 'fetch-worker': 'src/backup/fetch-worker.ts', 'lz4-worker': 'src/codec/lz4-worker.ts', 'hash-worker': 'src/backup/hash-worker.ts' },
   outdir: 'dist.next',
   bundle: true,
   splitting: true,

@@ -11,6 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { payloadDecoder, type PayloadDecoder } from '../codec/decoder.ts';
 import { releaseBuffer } from '../buffers.ts';
 import { integrityError, WalshipError } from '../errors.ts';
+import { ThreadHashes } from './hashes.ts';
 import { fromManifest, Layout } from './layout.ts';
 import { unsafePath, type ManifestEntry } from './manifest.ts';
 import { TarReader, type TarEntry, type TarVisitor } from './tar.ts';
@@ -22,7 +23,10 @@ const layout = new Layout(setup.target, setup.tablespaces);
 const byPath = new Map(setup.files.map((f) => [f.path, f]));
 const send = (message: FromFetchWorker) => port.postMessage(message);
 
-/** Scratch buffers zstd decodes into; one is reused only once its writes are done. */
+/**
+ * Scratch buffers zstd decodes into, in shared memory so the hashing thread reads them in place;
+ * one is reused only once its writes and its hashing are done.
+ */
 const scratchSize = 1024 * 1024;
 const scratchCount = 8;
 /** Decoded bytes in flight to the disk at most (lz4 frames and plain parts write from their own buffers). */
@@ -96,7 +100,8 @@ interface OpenFile {
   dest: string | undefined;
   listed: ManifestEntry;
   fd: number | undefined;
-  hash: Hash;
+  /** Hashed here, or on the hashing thread (its file number there). */
+  hash: Hash | number;
   position: number;
   remaining: number;
   pending: number;
@@ -117,6 +122,10 @@ class PartWriter implements TarVisitor {
   readonly #writes: Writes;
   /** Called with each buffer about to hold writes; returns the callback for when one is done. */
   holdBuffer: () => () => void = () => () => {};
+  /** The bytes given to data() are in shared memory, so the hashing thread can read them. */
+  sharedMemory = false;
+  /** Digest checks still running on the hashing thread; each rejects on a mismatch. */
+  readonly verdicts: Promise<void>[] = [];
   #file: OpenFile | undefined;
   #openFiles = 0;
   #allClosed: (() => void) | undefined;
@@ -167,14 +176,17 @@ class PartWriter implements TarVisitor {
       }
       this.written.push(dest);
     }
-    this.#file = { path: name, dest, listed, fd, hash: createHash('sha256'), position: 0, remaining: listed.size!, pending: 0, ended: false, unsynced: 0, syncing: false };
+    const hash = this.sharedMemory && !fromManifest.has(name) ? threadHashes().start() : createHash('sha256');
+    this.#file = { path: name, dest, listed, fd, hash, position: 0, remaining: listed.size!, pending: 0, ended: false, unsynced: 0, syncing: false };
   }
 
   data(chunk: Buffer): void {
     const file = this.#file;
     if (!file || file.remaining === 0) return;
     const used = file.remaining >= chunk.length ? chunk : chunk.subarray(0, file.remaining);
-    file.hash.update(used);
+    if (typeof file.hash !== 'number') file.hash.update(used);
+    else if (used.buffer instanceof SharedArrayBuffer) threadHashes().update(file.hash, used, this.holdBuffer());
+    else throw new Error(`${this.#what}: ${file.path}: content outside shared memory for the hashing thread`);
     file.remaining -= used.length;
     if (file.fd === undefined) return;
     file.pending++;
@@ -196,6 +208,17 @@ class PartWriter implements TarVisitor {
     if (!file) return;
     file.ended = true;
     this.#closeWhenDone(file);
+    const mismatch = () => integrityError(`backup ${setup.manifestName}: ${file.path} (part ${this.#part}) does not match its SHA-256 in the manifest; the backup is corrupt`);
+    if (typeof file.hash === 'number') {
+      const verdict = threadHashes()
+        .digest(file.hash)
+        .then((digest) => {
+          if (digest !== file.listed.sha256) throw mismatch();
+        });
+      verdict.catch(() => {}); // awaited at the end of the part
+      this.verdicts.push(verdict);
+      return;
+    }
     const digest = file.hash.digest('hex');
     if (fromManifest.has(file.path)) {
       const text = file.path === 'backup_label' ? setup.backupLabel : setup.tablespaceMap;
@@ -203,7 +226,7 @@ class PartWriter implements TarVisitor {
         throw integrityError(`${this.#what}: ${file.path} does not match the manifest (SHA-256 mismatch)`);
       }
     } else if (digest !== file.listed.sha256) {
-      throw integrityError(`backup ${setup.manifestName}: ${file.path} (part ${this.#part}) does not match its SHA-256 in the manifest; the backup is corrupt`);
+      throw mismatch();
     }
   }
 
@@ -251,6 +274,10 @@ class PartWriter implements TarVisitor {
   }
 }
 
+let hashing: ThreadHashes | undefined;
+/** This worker's hashing thread, started with the first file that uses it. */
+const threadHashes = () => (hashing ??= new ThreadHashes());
+
 /** Every file name seen by this worker (parts never share a file; a repeat within the backup is refused). */
 const seenAnywhere = new Set<string>();
 
@@ -283,7 +310,7 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
   const writes = new Writes();
   const writer = new PartWriter(part, what, writes);
   const tar = new TarReader(writer);
-  const scratch = Array.from({ length: scratchCount }, () => ({ buffer: Buffer.allocUnsafeSlow(scratchSize), holds: 0, free: undefined as (() => void) | undefined }));
+  const scratch = Array.from({ length: scratchCount }, () => ({ buffer: Buffer.from(new SharedArrayBuffer(scratchSize)), holds: 0, free: undefined as (() => void) | undefined }));
   let slot = 0;
   let decoder: PayloadDecoder | undefined;
   let head: Buffer = Buffer.alloc(0);
@@ -301,6 +328,7 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
       }
       if (!out) return;
       const inScratch = out.buffer === s.buffer.buffer;
+      writer.sharedMemory = inScratch;
       // A buffer of the decoder's own (an lz4 frame, lz4-napi's memory, which V8 does not count
       // and so collects late) is freed as soon as the tar reader and its writes are done with it.
       const own = { holds: 1 };
@@ -372,6 +400,7 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
     await writes.below(0);
     await writer.settle();
     await writes.below(0);
+    await Promise.all(writer.verdicts);
     return { seen: writer.seen, written: writer.written.filter((dest) => !writer.durable.has(dest)) };
   } finally {
     await writes.below(0).catch(() => {});
@@ -382,4 +411,5 @@ async function extractPart(part: number, what: string, inbox: Inbox<PartMessage>
 
 await closing;
 await Promise.all(running);
+await hashing?.close();
 port.close();

@@ -76,6 +76,26 @@ test('a corrupt file in one of many parts fails the fetch promptly at any downlo
   }
 });
 
+test('zstd parts are hashed on a thread of their own: a large file that does not match its SHA-256 fails the fetch, one that matches does not', { timeout: 60_000 }, async () => {
+  const name = 'base_000000010000000000000003';
+  // Files across many of the 1 MiB scratch buffers; the bad one lies only in its last byte.
+  const big = (fill: number) => Buffer.alloc((5 << 20) + 12345, fill);
+  const bad = big(2);
+  const lie = Buffer.from(bad);
+  lie[lie.length - 1]! ^= 1;
+  const parts = [
+    { compression: 'zstd' as Compression, files: [{ path: 'base/ok1', body: big(1) }, { path: 'base/small', body: Buffer.from('x') }] },
+    { compression: 'zstd' as Compression, files: [{ path: 'base/bad', body: bad, sha256: sha(lie) }, { path: 'base/ok2', body: big(3) }] },
+  ];
+  const { storage, manifest } = await handMadeBackup('repo-thread-hash', name, parts);
+  const target = join(root, 'target-thread-hash');
+  await assert.rejects(
+    fetchBackup({ storage, encryption: undefined, backup: name, manifest, target, downloadConcurrency: 2 }),
+    (err: Error & { exitCode?: number }) => err.exitCode === 4 && /base\/bad \(part 2\) does not match its SHA-256/.test(err.message),
+  );
+  assert.deepEqual((await readdir(root)).includes('target-thread-hash'), false, 'nothing left behind');
+});
+
 test('many downloads at once share one worker thread per core, and every file is laid down', { timeout: 60_000 }, async () => {
   const name = 'base_000000010000000000000004';
   const parts = Array.from({ length: 8 }, (_, i) => ({ compression: 'zstd' as Compression, files: [{ path: `base/p${i + 1}`, body: Buffer.alloc(6 << 20, i + 1) }] }));
@@ -92,6 +112,6 @@ test('many downloads at once share one worker thread per core, and every file is
   } finally {
     clearInterval(sampler);
   }
-  // One thread per worker (measured: +2 here on 2 cores; a worker per download added 8).
-  assert.ok(most - before <= availableParallelism() + 2, `threads went from ${before} to ${most}`);
+  // A worker per core, each with its hashing thread (measured: +4 here on 2 cores; a worker per download added 8 and their hashers 8 more).
+  assert.ok(most - before <= 2 * availableParallelism() + 2, `threads went from ${before} to ${most}`);
 });
