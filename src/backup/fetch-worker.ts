@@ -164,7 +164,8 @@ class PartWriter implements TarVisitor {
     if (header.size < listed.size!) throw integrityError(`${this.#what}: ${name} holds ${header.size} bytes, the manifest says ${listed.size}`);
     let fd: number | undefined;
     let dest: string | undefined;
-    if (!fromManifest.has(name)) {
+    const fromLabel = fromManifest.has(name);
+    if (!fromLabel) {
       dest = layout.destination(name);
       try {
         // O_EXCL: never write through something already there (including a link).
@@ -176,7 +177,7 @@ class PartWriter implements TarVisitor {
       }
       this.written.push(dest);
     }
-    const hash = this.sharedMemory && !fromManifest.has(name) ? threadHashes().start() : createHash('sha256');
+    const hash = this.sharedMemory && !fromLabel ? threadHashes().start() : createHash('sha256');
     this.#file = { path: name, dest, listed, fd, hash, position: 0, remaining: listed.size!, pending: 0, ended: false, unsynced: 0, syncing: false };
   }
 

@@ -17,8 +17,11 @@ const defaultFramesInFlight = 2;
  */
 export type Lz4FrameCompressor = (stage: Buffer, length: number) => Promise<{ frame: Buffer; stage: Buffer }>;
 
+/** How every walship lz4 frame is made, wherever it is made (the CLI's default; content checksum on). */
+export const lz4FrameOptions = { contentChecksum: true };
+
 /** On libuv's thread pool: no start-up cost, for short streams (a WAL segment). */
-const onThreadPool: Lz4FrameCompressor = async (stage, length) => ({ frame: await compressFrame(stage.subarray(0, length), { contentChecksum: true }), stage });
+const onThreadPool: Lz4FrameCompressor = async (stage, length) => ({ frame: await compressFrame(stage.subarray(0, length), lz4FrameOptions), stage });
 
 export interface Lz4EncoderOptions {
   /** Where frames are made: libuv's thread pool by default; Lz4FrameThreads for long streams. */

@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { compressFrameSync } from 'lz4-napi';
 import { releaseBuffer } from '../buffers.ts';
+import { lz4FrameOptions } from './lz4-frames.ts';
 import type { FromLz4Worker, ToLz4Worker } from './lz4-threads.ts';
 
 const port = parentPort!;
@@ -13,7 +14,7 @@ const port = parentPort!;
 port.on('message', ({ id, input, length }: ToLz4Worker) => {
   let reply: FromLz4Worker;
   try {
-    const native = compressFrameSync(Buffer.from(input, 0, length), { contentChecksum: true });
+    const native = compressFrameSync(Buffer.from(input, 0, length), lz4FrameOptions);
     const frame = new Uint8Array(native.length);
     frame.set(native);
     releaseBuffer(native);
