@@ -74,7 +74,6 @@ export async function fetchBackup(options: BackupFetchOptions): Promise<BackupMa
       throw integrityError(`backup ${manifest.name}: ${missing.length} file(s) missing from their parts, e.g. ${missing[0]!.path} (part ${missing[0]!.part})`);
     }
     await checkControlFile(target, manifest);
-    await syncAll(extractor.written);
 
     await writeDurable(join(target, 'backup_label'), manifest.backupLabel);
     if (manifest.tablespaceMap) await writeDurable(join(target, 'tablespace_map'), remapTablespaceMap(manifest.tablespaceMap, tablespaces));
@@ -145,7 +144,6 @@ async function removeContents(dir: string, removeDir: boolean): Promise<void> {
  */
 class Extractor {
   readonly seen = new Set<string>();
-  readonly written: string[] = [];
   readonly #o: BackupFetchOptions;
   readonly #manifest: BackupManifest;
   readonly #layout: Layout;
@@ -168,6 +166,7 @@ class Extractor {
       manifestName: this.#manifest.name,
       backupLabel: this.#manifest.backupLabel,
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
+      zstd: this.#manifest.codec?.compression === 'zstd',
     };
     const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, parts.length));
     const workers = Array.from({ length: Math.min(streams, availableParallelism()) }, () => new FetchWorker(data, this.#progress));
@@ -181,7 +180,6 @@ class Extractor {
       try {
         const result = await this.#part(worker, part);
         for (const path of result.seen) this.seen.add(path);
-        this.written.push(...result.written);
       } catch (err) {
         if (this.#failure === undefined) {
           this.#failure = err;
@@ -199,7 +197,7 @@ class Extractor {
     if (this.#failure !== undefined) throw this.#failure;
   }
 
-  async #part(worker: FetchWorker, part: number): Promise<{ seen: string[]; written: string[] }> {
+  async #part(worker: FetchWorker, part: number): Promise<{ seen: string[] }> {
     const { storage } = this.#o;
     const key = keys.backupPart(this.#manifest.name, part);
     const what = `${storage.location}/${key}`;
@@ -258,7 +256,7 @@ class FetchWorker {
   }
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
-  async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[]; written: string[] }> {
+  async extract(part: number, what: string, bytes: AsyncIterable<Buffer>): Promise<{ seen: string[] }> {
     if (this.#gone) throw this.#gone;
     let outcome: FromFetchWorker | Error | undefined;
     let settled!: (result: FromFetchWorker | Error) => void;
@@ -354,17 +352,6 @@ async function checkControlFile(target: string, manifest: BackupManifest): Promi
   if (!control || control.systemIdentifier.toString() !== manifest.systemIdentifier) {
     throw integrityError(`backup ${manifest.name}: ${controlFilePath} does not belong to database system ${manifest.systemIdentifier}`);
   }
-}
-
-async function syncAll(paths: string[]): Promise<void> {
-  await forEachConcurrently(paths, 8, async (path) => {
-    const handle = await open(path, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  });
 }
 
 async function writeDurable(path: string, text: string): Promise<void> {

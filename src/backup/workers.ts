@@ -14,6 +14,8 @@ export interface FetchWorkerData {
   manifestName: string;
   backupLabel: string;
   tablespaceMap: string;
+  /** The parts are zstd (the manifest says so), whose output is hashed on a thread of its own: start it at once. */
+  zstd: boolean;
 }
 
 /** To a worker, which may be laying down several parts at once: part messages name their part. */
@@ -29,7 +31,8 @@ export type ToFetchWorker =
 export type FromFetchWorker =
   /** `bytes` of the part's input consumed; `written` more bytes of files handed to the disk. */
   | { type: 'ack'; part: number; bytes: number; written: number }
-  | { type: 'done'; part: number; seen: string[]; written: string[] }
+  /** The part is laid down: its files written, verified and fsynced. */
+  | { type: 'done'; part: number; seen: string[] }
   | { type: 'failed'; part: number; error: WorkerFailure };
 
 /** An error as it crosses threads: walship's own with its exit code, a system one with its errno fields. */

@@ -284,7 +284,7 @@ describe('backup-fetch refuses hostile and damaged backups', () => {
 
   test('disk full while extracting: a one-line error naming the cause, exit 2, the target emptied again', { skip: process.getuid?.() !== 0 && 'needs root to mount a small tmpfs' }, async () => {
     const { files, entries } = legitimate();
-    // Many 1 MiB writes queued behind the one that fails: every one must be let go of, or the fetch hangs.
+    // The writes fail partway through a file larger than the filesystem, with its flushes in flight.
     const big = Buffer.alloc(40 << 20, 9);
     files.push({ path: 'base/1/big', type: 'file', mode: 0o600, mtime: 1, size: big.length, sha256: sha(big), part: 1 });
     const { config } = await repository({ files, parts: [tar([...entries, { name: 'base/1/big', content: big }])] });
