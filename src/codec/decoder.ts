@@ -25,18 +25,31 @@ export interface PayloadDecoder {
   end(): void;
 }
 
+export interface DecoderOptions {
+  /**
+   * The caller checks every decoded byte itself (backup-fetch: each file's SHA-256), so zstd's own
+   * content checksum is not verified: computing it was a quarter of zstd's decoding time (a 1 GiB
+   * part: 295 -> 216 ms).
+   */
+  contentVerifiedByCaller?: boolean;
+}
+
 /** A decoder for the compression these first bytes announce (at least 4 bytes, unless the object is shorter). */
-export function payloadDecoder(head: Buffer): PayloadDecoder {
+export function payloadDecoder(head: Buffer, options: DecoderOptions = {}): PayloadDecoder {
   const kind = sniff(head);
   if (kind === 'age') throw new Error('object is encrypted twice');
-  if (kind === 'zstd') return new ZstdDecoder();
+  if (kind === 'zstd') return new ZstdDecoder(options.contentVerifiedByCaller ?? false);
   if (kind === 'lz4') return new Lz4Decoder();
   return new PlainDecoder();
 }
 
 interface ZstdDCtx {
   decompressStream(dst: Uint8Array, src: Uint8Array): [ret: number, produced: number, consumed: number];
+  setParameter(param: number, value: number): void;
 }
+
+/** ZSTD_d_forceIgnoreChecksum (zstd.h, experimental since 1.4.7): zstd-napi passes parameters through by number. */
+const zstdIgnoreChecksumParameter = 1002;
 
 class ZstdDecoder implements PayloadDecoder {
   readonly #dctx: ZstdDCtx;
@@ -46,9 +59,10 @@ class ZstdDecoder implements PayloadDecoder {
   #pendingOutput = false;
   #inFrame = false;
 
-  constructor() {
+  constructor(ignoreChecksum: boolean) {
     const binding = requireNative('zstd-napi/binding') as { DCtx: new () => ZstdDCtx };
     this.#dctx = new binding.DCtx();
+    if (ignoreChecksum) this.#dctx.setParameter(zstdIgnoreChecksumParameter, 1);
   }
 
   push(input: Buffer): void {

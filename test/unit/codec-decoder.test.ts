@@ -10,7 +10,7 @@ import { buffer } from 'node:stream/consumers';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { encodeObject, type Compression } from '../../src/codec/codec.ts';
-import { payloadDecoder } from '../../src/codec/decoder.ts';
+import { payloadDecoder, type DecoderOptions } from '../../src/codec/decoder.ts';
 
 const frame = 4 * 1024 * 1024;
 const encode = async (payload: Buffer, compression: Compression) => buffer(await encodeObject(Readable.from([payload], { objectMode: false }), { compression }));
@@ -20,9 +20,9 @@ const encode = async (payload: Buffer, compression: Compression) => buffer(await
  * `pieces`, each piece is a copy with memory of its own (as backup-fetch's chunks are), and is
  * collected there.
  */
-function decode(object: Buffer, cuts: number[], scratchSize: number, pieces?: Buffer[]): Buffer {
+function decode(object: Buffer, cuts: number[], scratchSize: number, pieces?: Buffer[], options?: DecoderOptions): Buffer {
   const points = [...new Set(cuts.map((c) => Math.min(c, object.length)))].sort((a, b) => a - b).concat(object.length);
-  const decoder = payloadDecoder(object.subarray(0, 4));
+  const decoder = payloadDecoder(object.subarray(0, 4), options);
   const scratch = Buffer.alloc(scratchSize);
   const out: Buffer[] = [];
   let from = 0;
@@ -37,6 +37,15 @@ function decode(object: Buffer, cuts: number[], scratchSize: number, pieces?: Bu
   }
   decoder.end();
   return Buffer.concat(out);
+}
+
+/** True when `object` decodes to exactly `payload`. */
+function decodes(object: Buffer, options: DecoderOptions, payload: Buffer): boolean {
+  try {
+    return decode(object, [], 65536, undefined, options).equals(payload);
+  } catch {
+    return false;
+  }
 }
 
 /** Compressible and not: text runs and bytes from a seed. */
@@ -98,6 +107,20 @@ describe('payloadDecoder', () => {
       damaged[Math.floor(damaged.length / 2)]! ^= 0x10;
       assert.throws(() => decode(damaged, [], 65536), Error, `${compression} with a flipped bit`);
     }
+  });
+
+  test("zstd's own checksum: checked by default, skipped for a caller that verifies the content itself", async () => {
+    const payload = payloadOf(200_000, 3);
+    const object = await encode(payload, 'zstd');
+    // The frame ends with its content checksum: damage only that.
+    const damaged = Buffer.from(object);
+    damaged[damaged.length - 1]! ^= 0x01;
+    assert.throws(() => decode(damaged, [], 65536), /checksum/i);
+    assert.ok(decode(damaged, [], 65536, undefined, { contentVerifiedByCaller: true }).equals(payload));
+    // Damage to the data itself is still an error, or at least not the payload.
+    const broken = Buffer.from(object);
+    broken[Math.floor(broken.length / 2)]! ^= 0x10;
+    assert.ok(!decodes(broken, { contentVerifiedByCaller: true }, payload));
   });
 
   test('an encrypted object is not something it decodes', () => {
