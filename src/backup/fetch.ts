@@ -166,7 +166,6 @@ class Extractor {
       manifestName: this.#manifest.name,
       backupLabel: this.#manifest.backupLabel,
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
-      zstd: this.#manifest.codec?.compression === 'zstd',
     };
     const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, parts.length));
     const workers = Array.from({ length: Math.min(streams, availableParallelism()) }, () => new FetchWorker(data, this.#progress));

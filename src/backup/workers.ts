@@ -14,8 +14,6 @@ export interface FetchWorkerData {
   manifestName: string;
   backupLabel: string;
   tablespaceMap: string;
-  /** The parts are zstd (the manifest says so), whose output is hashed on a thread of its own: start it at once. */
-  zstd: boolean;
 }
 
 /** To a worker, which may be laying down several parts at once: part messages name their part. */

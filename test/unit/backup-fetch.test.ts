@@ -76,25 +76,32 @@ test('a corrupt file in one of many parts fails the fetch promptly at any downlo
   }
 });
 
-test('zstd parts are hashed on a thread of their own: a large file that does not match its SHA-256 fails the fetch, one that matches does not', { timeout: 60_000 }, async () => {
-  const name = 'base_000000010000000000000003';
-  // Files across many of the 1 MiB scratch buffers; the bad one lies only in its last byte.
-  const big = (fill: number) => Buffer.alloc((5 << 20) + 12345, fill);
-  const bad = big(2);
-  const lie = Buffer.from(bad);
-  lie[lie.length - 1]! ^= 1;
-  const parts = [
-    { compression: 'zstd' as Compression, files: [{ path: 'base/ok1', body: big(1) }, { path: 'base/small', body: Buffer.from('x') }] },
-    { compression: 'zstd' as Compression, files: [{ path: 'base/bad', body: bad, sha256: sha(lie) }, { path: 'base/ok2', body: big(3) }] },
-  ];
-  const { storage, manifest } = await handMadeBackup('repo-thread-hash', name, parts);
-  const target = join(root, 'target-thread-hash');
-  await assert.rejects(
-    fetchBackup({ storage, encryption: undefined, backup: name, manifest, target, downloadConcurrency: 2 }),
-    (err: Error & { exitCode?: number }) => err.exitCode === 4 && /base\/bad \(part 2\) does not match its SHA-256/.test(err.message),
-  );
-  assert.deepEqual((await readdir(root)).includes('target-thread-hash'), false, 'nothing left behind');
-});
+for (const [n, compression] of (['zstd', 'lz4', 'none'] as const).entries()) {
+  test(`${compression} parts are hashed on the hashing thread, a scratch buffer at a time: a large file that does not match its SHA-256 fails the fetch; matching ones pass`, { timeout: 60_000 }, async () => {
+    const name = `base_00000001000000000000000${5 + n}`;
+    // Files across many of the 1 MiB scratch buffers (and, for lz4, across its 4 MiB frames); the bad one lies only in its last byte.
+    const big = (fill: number) => Buffer.alloc((5 << 20) + 12345, fill);
+    const bad = big(2);
+    const lie = Buffer.from(bad);
+    lie[lie.length - 1]! ^= 1;
+    const good = [{ path: 'base/ok1', body: big(1) }, { path: 'base/small', body: Buffer.from('x') }];
+    const { storage, manifest } = await handMadeBackup(`repo-thread-hash-${compression}`, name, [
+      { compression, files: good },
+      { compression, files: [{ path: 'base/bad', body: bad, sha256: sha(lie) }, { path: 'base/ok2', body: big(3) }] },
+    ]);
+    const target = join(root, `target-thread-hash-${compression}`);
+    await assert.rejects(
+      fetchBackup({ storage, encryption: undefined, backup: name, manifest, target, downloadConcurrency: 2 }),
+      (err: Error & { exitCode?: number }) => err.exitCode === 4 && /base\/bad \(part 2\) does not match its SHA-256/.test(err.message),
+    );
+    assert.deepEqual((await readdir(root)).includes(`target-thread-hash-${compression}`), false, 'nothing left behind');
+
+    // The same files, all matching: every one is verified, and only then is the hand-made backup
+    // found to lack pg_control (the bytes laid down are compared in the integration tests).
+    const intact = await handMadeBackup(`repo-thread-hash-ok-${compression}`, name, [{ compression, files: good }]);
+    await assert.rejects(fetchBackup({ storage: intact.storage, encryption: undefined, backup: name, manifest: intact.manifest, target, downloadConcurrency: 2 }), /pg_control is missing/);
+  });
+}
 
 test('many downloads at once share one worker thread per core, and every file is laid down', { timeout: 60_000 }, async () => {
   const name = 'base_000000010000000000000004';
