@@ -9,7 +9,12 @@
 import { Worker } from 'node:worker_threads';
 import { ownsMemory } from '../buffers.ts';
 import { workerUrl } from '../worker-url.ts';
-import type { Lz4FrameCompressor } from './lz4-frames.ts';
+import { lz4FrameOptions, type Lz4FrameCompressor } from './lz4-frames.ts';
+
+/** What the worker threads are told at start (workerData). */
+export interface Lz4WorkerSetup {
+  frameOptions: { contentChecksum: boolean };
+}
 
 export interface ToLz4Worker {
   id: number;
@@ -33,9 +38,11 @@ export class Lz4FrameThreads {
   readonly #workers: { worker: Worker; jobs: Map<number, Job> }[];
   #nextId = 0;
 
-  constructor(count: number) {
+  /** `frameOptions`: walship's usual frames unless told otherwise. */
+  constructor(count: number, frameOptions: Lz4WorkerSetup['frameOptions'] = lz4FrameOptions) {
+    const workerData: Lz4WorkerSetup = { frameOptions };
     this.#workers = Array.from({ length: Math.max(1, count) }, () => {
-      const entry = { worker: new Worker(workerUrl('lz4-worker', import.meta.url)), jobs: new Map<number, Job>() };
+      const entry = { worker: new Worker(workerUrl('lz4-worker', import.meta.url), { workerData }), jobs: new Map<number, Job>() };
       entry.worker.on('message', ({ id, input, frame, error }: FromLz4Worker) => {
         const job = entry.jobs.get(id);
         entry.jobs.delete(id);

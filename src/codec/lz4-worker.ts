@@ -3,18 +3,18 @@
  * made and freed on this one thread, so lz4-napi's allocator reuses its memory; the frame goes back
  * as a copy in memory V8 counts, moved, with the input buffer the caller lent.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { compressFrameSync } from 'lz4-napi';
 import { releaseBuffer } from '../buffers.ts';
-import { lz4FrameOptions } from './lz4-frames.ts';
-import type { FromLz4Worker, ToLz4Worker } from './lz4-threads.ts';
+import type { FromLz4Worker, Lz4WorkerSetup, ToLz4Worker } from './lz4-threads.ts';
 
 const port = parentPort!;
+const { frameOptions } = workerData as Lz4WorkerSetup;
 
 port.on('message', ({ id, input, length }: ToLz4Worker) => {
   let reply: FromLz4Worker;
   try {
-    const native = compressFrameSync(Buffer.from(input, 0, length), lz4FrameOptions);
+    const native = compressFrameSync(Buffer.from(input, 0, length), frameOptions);
     const frame = new Uint8Array(native.length);
     frame.set(native);
     releaseBuffer(native);

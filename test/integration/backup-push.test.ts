@@ -115,6 +115,10 @@ describe(`backup-push on PostgreSQL ${major}`, { concurrency: 2 }, () => {
     await walshipOk(['--config', repo.config, 'backup-push', '--fast', '--name', 'with_tablespace'], { env: pgEnv(primary) });
     const m = await onlyBackup(repo);
     assert.equal(m.name, 'with_tablespace');
+    // lz4 parts carry no content checksum (FLG bit 2, after the magic): the manifest's SHA-256s cover their files.
+    const firstPart = await readFile(join(repo.repo, 'backups', m.name, 'parts', '0001.tar'));
+    assert.equal(firstPart.readUInt32LE(0), 0x184d2204, 'an lz4 frame');
+    assert.equal(firstPart[4]! & 0x04, 0, 'no content checksum');
     assert.deepEqual(m.tablespaces, [{ oid, location }]);
     assert.match(m.tablespaceMap, new RegExp(`^${oid} ${location}\n`));
     assert.ok(m.files.some((f) => f.path.startsWith(`pg_tblspc/${oid}/PG_${major}_`) && f.type === 'file'));

@@ -84,6 +84,22 @@ describe('Lz4FrameThreads', () => {
     }
   });
 
+  test('frames made without the content checksum (backup parts) say so in their header, and decode to the payload', async () => {
+    const unchecked = new Lz4FrameThreads(1, { contentChecksum: false });
+    try {
+      const payload = payloadOf(9 * MiB + 5, 4);
+      const object = await encode(chunksOf(payload, [3 * MiB]), { compression: 'lz4', lz4: { compress: unchecked.compress, framesInFlight: 1 } });
+      const withChecksum = await encode([payload], { compression: 'lz4' });
+      // FLG, the byte after the 4-byte magic: bit 2 announces the content checksum (4 bytes at the frame's end).
+      assert.equal(object[4]! & 0x04, 0);
+      assert.equal(withChecksum[4]! & 0x04, 0x04);
+      assert.equal(withChecksum.length - object.length, 3 * 4, 'three frames, 4 bytes of checksum fewer each');
+      assert.ok((await buffer(decodeObject(Readable.from([object]), undefined, 'test object'))).equals(payload));
+    } finally {
+      await unchecked.close();
+    }
+  });
+
   test('a worker that goes away fails the stream, it does not hang', async () => {
     const doomed = new Lz4FrameThreads(1);
     const payload = payloadOf(40 * MiB, 3);
