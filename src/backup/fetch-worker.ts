@@ -9,7 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { close, closeSync, constants, fdatasync, fsync, ftruncateSync, openSync, write, writeSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { payloadDecoder, type PayloadDecoder } from '../codec/decoder.ts';
 import { releaseBuffer } from '../buffers.ts';
 import { integrityError, WalshipError } from '../errors.ts';
@@ -19,10 +19,11 @@ import { unsafePath, type ManifestEntry } from './manifest.ts';
 import { TarReader, type TarEntry, type TarVisitor } from './tar.ts';
 import { describeFailure, Inbox, type FetchWorkerData, type FromFetchWorker, type ToFetchWorker } from './workers.ts';
 
-const setup = workerData as FetchWorkerData;
 const port = parentPort!;
-const layout = new Layout(setup.target, setup.tablespaces);
-const byPath = new Map(setup.files.map((f) => [f.path, f]));
+/** The backup and the target, told by the first message. */
+let setup: FetchWorkerData;
+let layout: Layout;
+let byPath: Map<string, ManifestEntry>;
 const send = (message: FromFetchWorker) => port.postMessage(message);
 
 /**
@@ -374,7 +375,11 @@ let closed: () => void = () => {};
 const closing = new Promise<void>((resolve) => (closed = resolve));
 
 port.on('message', (message: ToFetchWorker) => {
-  if (message.type === 'part') {
+  if (message.type === 'setup') {
+    setup = message.setup;
+    layout = new Layout(setup.target, setup.tablespaces);
+    byPath = new Map(setup.files.map((f) => [f.path, f]));
+  } else if (message.type === 'part') {
     const inbox = new Inbox<PartMessage>();
     inboxes.set(message.part, inbox);
     const run = extractPart(message.part, message.what, inbox).then(

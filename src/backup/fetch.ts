@@ -41,8 +41,20 @@ export interface BackupFetchOptions {
  * target is emptied again.
  */
 export async function fetchBackup(options: BackupFetchOptions): Promise<BackupManifest> {
-  const { storage } = options;
   const started = Date.now();
+  // The worker threads start now, while the manifest is read and the target prepared: each takes
+  // ~35 ms to start, and its hashing thread as long.
+  const count = Math.max(1, Math.min(options.downloadConcurrency, availableParallelism(), options.manifest?.parts.length ?? Infinity));
+  const workers = Array.from({ length: count }, () => new FetchWorker());
+  try {
+    return await fetchWith(workers, options, started);
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+  }
+}
+
+async function fetchWith(workers: FetchWorker[], options: BackupFetchOptions, started: number): Promise<BackupManifest> {
+  const { storage } = options;
   const manifest = options.manifest ?? (await readManifest(storage, (await resolveBackup(storage, options.encryption, options.backup)).name, options.encryption));
   const repository = await readRepositoryInfo(storage);
   if (repository && repository.systemIdentifier !== manifest.systemIdentifier) {
@@ -65,7 +77,7 @@ export async function fetchBackup(options: BackupFetchOptions): Promise<BackupMa
       await chmod(dest, 0o700);
     }
     progress = await startProgress(`fetch ${manifest.name}`, manifest.size);
-    const extractor = new Extractor(options, manifest, layout, progress);
+    const extractor = new Extractor(options, manifest, layout, progress, workers);
     await extractor.run();
     progress.stop();
 
@@ -148,13 +160,15 @@ class Extractor {
   readonly #manifest: BackupManifest;
   readonly #layout: Layout;
   readonly #progress: Progress;
+  readonly #workers: FetchWorker[];
   #failure: unknown;
 
-  constructor(options: BackupFetchOptions, manifest: BackupManifest, layout: Layout, progress: Progress) {
+  constructor(options: BackupFetchOptions, manifest: BackupManifest, layout: Layout, progress: Progress, workers: FetchWorker[]) {
     this.#o = options;
     this.#manifest = manifest;
     this.#layout = layout;
     this.#progress = progress;
+    this.#workers = workers;
   }
 
   async run(): Promise<void> {
@@ -168,7 +182,8 @@ class Extractor {
       tablespaceMap: this.#manifest.tablespaceMap ?? '',
     };
     const streams = Math.max(1, Math.min(this.#o.downloadConcurrency, parts.length));
-    const workers = Array.from({ length: Math.min(streams, availableParallelism()) }, () => new FetchWorker(data, this.#progress));
+    const workers = this.#workers;
+    for (const w of workers) w.begin(data, this.#progress);
     const load = new Map(workers.map((w) => [w, 0]));
     const extract = async (part: number) => {
       if (this.#failure !== undefined) return;
@@ -188,11 +203,9 @@ class Extractor {
         load.set(worker, load.get(worker)! - 1);
       }
     };
-    try {
-      await forEachConcurrently(parts, streams, extract);
-    } finally {
-      await Promise.all(workers.map((w) => w.close()));
-    }
+    await forEachConcurrently(parts, streams, extract);
+    // They exit while the last steps run; fetchBackup waits for them.
+    for (const w of workers) void w.close();
     if (this.#failure !== undefined) throw this.#failure;
   }
 
@@ -225,20 +238,20 @@ interface PartFlow {
 /** One worker thread (fetch-worker.ts) and the flow of the parts it is given. */
 class FetchWorker {
   readonly #worker: Worker;
-  readonly #progress: Progress;
+  #progress: Progress | undefined;
   readonly #parts = new Map<number, PartFlow>();
   readonly #exited: Promise<void>;
+  #closing: Promise<void> | undefined;
   #gone: Error | undefined;
 
-  constructor(data: FetchWorkerData, progress: Progress) {
-    this.#progress = progress;
-    this.#worker = new Worker(workerUrl('fetch-worker', import.meta.url), { workerData: data });
+  constructor() {
+    this.#worker = new Worker(workerUrl('fetch-worker', import.meta.url));
     this.#worker.on('message', (message: FromFetchWorker) => {
       const flow = this.#parts.get(message.part);
       if (!flow) return;
       if (message.type === 'ack') {
         flow.unacked -= message.bytes;
-        this.#progress.add(message.written);
+        this.#progress?.add(message.written);
         wakeUp(flow);
       } else flow.settle(message);
     });
@@ -252,6 +265,12 @@ class FetchWorker {
         resolve();
       }),
     );
+  }
+
+  /** What the worker needs to know of the backup and the target, before its first part. */
+  begin(data: FetchWorkerData, progress: Progress): void {
+    this.#progress = progress;
+    this.#worker.postMessage({ type: 'setup', setup: data } satisfies ToFetchWorker);
   }
 
   /** Stream one part's bytes to the worker; resolves with what it laid down, rejects with its failure. */
@@ -309,11 +328,15 @@ class FetchWorker {
     this.#worker.postMessage({ type: 'abort' } satisfies ToFetchWorker);
   }
 
-  async close(): Promise<void> {
-    this.#worker.postMessage({ type: 'close' } satisfies ToFetchWorker);
-    const timer = setTimeout(() => void this.#worker.terminate(), 10_000);
-    await this.#exited;
-    clearTimeout(timer);
+  /** Let the worker finish and exit; the same promise for every call. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#worker.postMessage({ type: 'close' } satisfies ToFetchWorker);
+      const timer = setTimeout(() => void this.#worker.terminate(), 10_000);
+      await this.#exited;
+      clearTimeout(timer);
+    })();
+    return this.#closing;
   }
 }
 

@@ -18,6 +18,8 @@ export interface FetchWorkerData {
 
 /** To a worker, which may be laying down several parts at once: part messages name their part. */
 export type ToFetchWorker =
+  /** First of all: the backup and the target (the worker starts before the manifest is read). */
+  | { type: 'setup'; setup: FetchWorkerData }
   | { type: 'part'; part: number; what: string }
   /** The part's stored bytes, decrypted, in order; the buffer is transferred. */
   | { type: 'data'; part: number; chunk: Uint8Array }
