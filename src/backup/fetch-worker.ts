@@ -1,10 +1,11 @@
 /**
  * Worker thread that lays base backup parts into the target directory: the main thread streams in
  * each part's (decrypted, still compressed) bytes; here they are decompressed, split into tar
- * entries, checked against the manifest, hashed and written. zstd output is hashed on a thread
- * of its own while the next bytes decode, and flushes run on the thread pool; there is a worker
- * per core, each taking its share of the parts being downloaded at once (DESIGN §6: native codecs
- * off the main thread).
+ * entries, checked against the manifest, hashed and written. What is decoded is hashed on a
+ * thread of its own while the next bytes decode; large files are written with O_DIRECT on the
+ * thread pool, small ones here, and fsyncs run on the pool. There is a worker per core, each
+ * taking its share of the parts being downloaded at once (DESIGN §6: native codecs off the main
+ * thread).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { close, closeSync, constants, fdatasync, fsync, ftruncateSync, openSync, write, writeSync } from 'node:fs';

@@ -12,8 +12,8 @@ const frameMagic = 0x184d2204;
 const defaultFramesInFlight = 2;
 
 /**
- * Compresses `stage[0, length)` into one frame (content checksum on). The stage may be moved
- * away meanwhile; it comes back with the frame.
+ * Compresses `stage[0, length)` into one frame (lz4FrameOptions, unless the compressor was made
+ * with others). The stage may be moved away meanwhile; it comes back with the frame.
  */
 export type Lz4FrameCompressor = (stage: Buffer, length: number) => Promise<{ frame: Buffer; stage: Buffer }>;
 
