@@ -201,7 +201,16 @@ class PartWriter implements TarVisitor {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw refuse(`${dest} already exists`);
         throw err;
       }
-      if (listed.size! >= directFrom) ({ fd, direct } = reopenDirect(dest, fd));
+      if (listed.size! >= directFrom) {
+        try {
+          ({ fd, direct } = reopenDirect(dest, fd));
+        } catch (err) {
+          // Not left open: the part fails, and settle() waits for every file it opened.
+          closeSync(fd);
+          this.#openFiles--;
+          throw err;
+        }
+      }
       if (direct) {
         this.#stages ??= new DirectStages();
         this.#stages.start = 0;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -123,9 +124,13 @@ test('many downloads at once share one worker thread per core, and every file is
   assert.ok(most - before <= 2 * availableParallelism() + 2, `threads went from ${before} to ${most}`);
 });
 
-test('large files, written with O_DIRECT from staging buffers: every byte and every size on disk as in the backup, whatever the compression', { timeout: 60_000 }, async () => {
+/**
+ * Fetches hand-made backups of large files (sizes at and around the direct-write threshold of
+ * 4 MiB, the 1 MiB stages and the 4 KiB blocks) into `into`, for every compression, and checks
+ * every byte and every size on disk.
+ */
+async function fetchLargeFiles(into: string, label: string): Promise<void> {
   const MiB = 1 << 20;
-  // Sizes at and around the direct-write threshold (4 MiB), the 1 MiB stages and the 4 KiB blocks.
   const sizes = [4 * MiB, 4 * MiB + 1, 4 * MiB + 4095, 5 * MiB + 12345, 7 * MiB + 3 * 4096, 9 * MiB - 1];
   const noise = (size: number, seed: number) => {
     const out = Buffer.alloc(size);
@@ -144,12 +149,12 @@ test('large files, written with O_DIRECT from staging buffers: every byte and ev
   for (const [n, compression] of (['zstd', 'lz4', 'none'] as const).entries()) {
     const name = `base_00000001000000000000001${n}`;
     const files = sizes.map((size, i) => ({ path: `base/big${i}`, body: noise(size, size + i + n) }));
-    const { storage, manifest } = await handMadeBackup(`repo-direct-${compression}`, name, [
+    const { storage, manifest } = await handMadeBackup(`repo-${label}-${compression}`, name, [
       { compression, files: [...files.slice(0, 3), { path: 'base/small', body: Buffer.from('between the large ones') }, ...files.slice(3)] },
       { compression, files: [{ path: 'global/pg_control', body: control }] },
     ]);
     manifest.files.push({ path: 'global', type: 'dir', mode: 0o700, mtime: 1 });
-    const target = join(root, `target-direct-${compression}`);
+    const target = join(into, `target-${label}-${compression}`);
     await fetchBackup({ storage, encryption: undefined, backup: name, manifest, target, downloadConcurrency: 2 });
     for (const { path, body } of files) {
       const onDisk = readFileSync(join(target, path));
@@ -158,5 +163,20 @@ test('large files, written with O_DIRECT from staging buffers: every byte and ev
     }
     assert.equal(readFileSync(join(target, 'base/small'), 'utf8'), 'between the large ones');
     assert.ok(readFileSync(join(target, 'global/pg_control')).equals(control));
+  }
+}
+
+test('large files, written with O_DIRECT from staging buffers: every byte and every size on disk as in the backup, whatever the compression', { timeout: 60_000 }, async () => {
+  await fetchLargeFiles(root, 'direct');
+});
+
+test('a filesystem that refuses O_DIRECT (ramfs): large files go through the page cache instead, byte for byte', { timeout: 60_000, skip: process.getuid?.() !== 0 && 'needs root to mount a ramfs' }, async () => {
+  const ramfs = join(root, 'ramfs');
+  await mkdir(ramfs);
+  execFileSync('mount', ['-t', 'ramfs', 'ramfs', ramfs]);
+  try {
+    await fetchLargeFiles(ramfs, 'ramfs');
+  } finally {
+    execFileSync('umount', [ramfs]);
   }
 });
