@@ -6,6 +6,7 @@
 import { WalshipError, type ExitCodeValue } from '../errors.ts';
 import type { ManifestEntry } from './manifest.ts';
 
+/** What a worker is told of the backup and the target (its 'setup' message). */
 export interface FetchWorkerData {
   target: string;
   tablespaces: { oid: string; location: string }[];
